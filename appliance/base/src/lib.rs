@@ -1,0 +1,14 @@
+//! Foundations shared by every AegisVision crate: clocks, shutdown, backoff, telemetry setup and
+//! credential redaction. No business logic lives here.
+
+mod backoff;
+mod clock;
+mod redact;
+mod shutdown;
+mod telemetry;
+
+pub use backoff::Backoff;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use redact::redact_url;
+pub use shutdown::Shutdown;
+pub use telemetry::init_tracing;

@@ -1,0 +1,11 @@
+use tracing_subscriber::EnvFilter;
+
+/// Installs the process-wide `tracing` subscriber; `RUST_LOG` overrides the default `info`.
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A second call (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,175 @@
+//! Inference backends. Each takes one preprocessed input tensor and returns the model's outputs
+//! as plain f32 tensors; decoding is shared.
+
+use std::path::Path;
+
+use crate::DetectError;
+
+/// One model output, copied out of the runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Which runtime runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// ONNX Runtime, loaded at run time from the shared library at the given path.
+    Ort,
+    /// tract, pure Rust (single-threaded here).
+    Tract,
+}
+
+pub trait Backend: Send {
+    /// Runs the model on an input of `shape`.
+    fn run(&mut self, input: &[f32], shape: [usize; 4]) -> Result<Vec<OutputTensor>, DetectError>;
+}
+
+/// Builds a backend for `model` (ONNX bytes). `ort_library` is the ONNX Runtime shared library.
+pub fn build(
+    kind: BackendKind,
+    model: &[u8],
+    shape: [usize; 4],
+    threads: usize,
+    ort_library: &Path,
+) -> Result<Box<dyn Backend>, DetectError> {
+    match kind {
+        #[cfg(feature = "ort")]
+        BackendKind::Ort => Ok(Box::new(ort_backend::OrtBackend::new(model, threads, ort_library)?)),
+        #[cfg(not(feature = "ort"))]
+        BackendKind::Ort => {
+            let _ = (model, threads, ort_library);
+            Err(DetectError::BackendUnavailable("ort"))
+        }
+        #[cfg(feature = "tract")]
+        BackendKind::Tract => Ok(Box::new(tract_backend::TractBackend::new(model, shape)?)),
+        #[cfg(not(feature = "tract"))]
+        BackendKind::Tract => {
+            let _ = shape;
+            Err(DetectError::BackendUnavailable("tract"))
+        }
+    }
+}
+
+#[cfg(feature = "ort")]
+mod ort_backend {
+    use std::path::Path;
+    use std::sync::OnceLock;
+
+    use ort::environment::Environment;
+    use ort::session::Session;
+    use ort::value::TensorRef;
+
+    use super::{Backend, OutputTensor};
+    use crate::DetectError;
+
+    /// ONNX Runtime allows one environment per process; it lives for the whole process.
+    static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+    fn rt(e: impl std::fmt::Display) -> DetectError {
+        DetectError::Runtime(e.to_string())
+    }
+
+    pub(super) struct OrtBackend {
+        session: Session,
+        input_name: String,
+    }
+
+    impl OrtBackend {
+        pub(super) fn new(model: &[u8], threads: usize, library: &Path) -> Result<Self, DetectError> {
+            let env = ENVIRONMENT
+                .get_or_init(|| {
+                    ort::init_from(library)
+                        .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?
+                        .with_name("aegis")
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .as_ref()
+                .map_err(|e| DetectError::Runtime(e.clone()))?;
+            let session = Session::builder(env)
+                .map_err(rt)?
+                .with_intra_threads(threads)
+                .map_err(rt)?
+                .with_inter_threads(1)
+                .map_err(rt)?
+                .commit_from_memory(model)
+                .map_err(|e| DetectError::Runtime(format!("cannot load the model: {e}")))?;
+            let input_name = session
+                .inputs()
+                .first()
+                .ok_or_else(|| DetectError::Runtime("the model has no inputs".into()))?
+                .name()
+                .to_owned();
+            Ok(Self { session, input_name })
+        }
+    }
+
+    impl Backend for OrtBackend {
+        fn run(&mut self, input: &[f32], shape: [usize; 4]) -> Result<Vec<OutputTensor>, DetectError> {
+            let tensor = TensorRef::from_array_view((shape, input)).map_err(rt)?;
+            let outputs = self
+                .session
+                .run(ort::inputs![self.input_name.as_str() => tensor])
+                .map_err(rt)?;
+            outputs
+                .iter()
+                .map(|(_, value)| {
+                    let (shape, data) = value.try_extract_tensor::<f32>().map_err(rt)?;
+                    Ok(OutputTensor {
+                        shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                        data: data.to_vec(),
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(feature = "tract")]
+mod tract_backend {
+    use tract_onnx::prelude::*;
+
+    use super::{Backend, OutputTensor};
+    use crate::DetectError;
+
+    type Plan = Arc<TypedRunnableModel>;
+
+    fn rt(e: impl std::fmt::Display) -> DetectError {
+        DetectError::Runtime(e.to_string())
+    }
+
+    pub(super) struct TractBackend {
+        plan: Plan,
+    }
+
+    impl TractBackend {
+        pub(super) fn new(model: &[u8], shape: [usize; 4]) -> Result<Self, DetectError> {
+            let plan = tract_onnx::onnx()
+                .model_for_read(&mut &model[..])
+                .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map_err(|e| DetectError::Runtime(format!("cannot load the model: {e}")))?;
+            Ok(Self { plan })
+        }
+    }
+
+    impl Backend for TractBackend {
+        fn run(&mut self, input: &[f32], shape: [usize; 4]) -> Result<Vec<OutputTensor>, DetectError> {
+            let tensor = Tensor::from_shape(&shape, input).map_err(rt)?;
+            let outputs = self.plan.run(tvec!(tensor.into())).map_err(rt)?;
+            outputs
+                .iter()
+                .map(|t| {
+                    let view = t.to_plain_array_view::<f32>().map_err(rt)?;
+                    Ok(OutputTensor {
+                        shape: view.shape().to_vec(),
+                        data: view.iter().copied().collect(),
+                    })
+                })
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The shipped models through the real runtimes: what a user sees when a model is right, and when
+//! it is wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aegis_detect::{default_ort_library, BackendKind, DetectError, ObjectDetector, PostProcess};
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+fn load(manifest: &Path, kind: BackendKind) -> Result<ObjectDetector, DetectError> {
+    ObjectDetector::load(manifest, kind, 2, &default_ort_library(), |m| {
+        PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5)
+    })
+}
+
+/// A copy of a shipped manifest and model in a temp dir, with the manifest text edited.
+fn tampered(name: &str, edit: impl Fn(String) -> String) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(models().join(format!("{name}.yaml"))).unwrap();
+    std::fs::write(dir.path().join(format!("{name}.yaml")), edit(text)).unwrap();
+    std::fs::copy(models().join(format!("{name}.onnx")), dir.path().join(format!("{name}.onnx"))).unwrap();
+    let p = dir.path().join(format!("{name}.yaml"));
+    (dir, p)
+}
+
+#[test]
+fn a_model_whose_hash_differs_is_refused() {
+    let (_dir, manifest) = tampered("ssdlite_mbv2_person", |t| {
+        t.replace("23b38b2b7966e9837925207cd7fcfa9ef02bbecea0381eee8f5c060b63838585", &"0".repeat(64))
+    });
+    let err = load(&manifest, BackendKind::Ort).err().expect("must refuse");
+    assert!(matches!(err, DetectError::Checksum { .. }), "{err}");
+    assert!(err.to_string().contains("refusing to load"), "{err}");
+}
+
+#[test]
+fn a_corrupted_model_file_is_refused_before_the_runtime_sees_it() {
+    let (dir, manifest) = tampered("ssdlite_mbv2_person", |t| t);
+    let onnx = dir.path().join("ssdlite_mbv2_person.onnx");
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&onnx, bytes).unwrap();
+    assert!(matches!(load(&manifest, BackendKind::Ort), Err(DetectError::Checksum { .. })));
+}
+
+#[test]
+fn a_decoder_that_does_not_fit_the_outputs_is_refused_at_load() {
+    let (_dir, manifest) = tampered("centernet_mbv3_coco80", |t| t.replace("kind: centernet", "kind: yolo"));
+    let err = load(&manifest, BackendKind::Ort).err().expect("must refuse");
+    assert!(matches!(err, DetectError::OutputShape { decoder: "yolo", .. }), "{err}");
+    assert!(err.to_string().contains("got [1, 100, 6]"), "{err}");
+}
+
+#[test]
+fn unknown_labels_in_the_filter_are_refused() {
+    let err = ObjectDetector::load(
+        &models().join("ssdlite_mbv2_person.yaml"),
+        BackendKind::Ort,
+        1,
+        &default_ort_library(),
+        |m| PostProcess::new(m, 0.3, &BTreeMap::new(), Some(&["unicorn".to_owned()]), 0.5),
+    )
+    .err()
+    .expect("must refuse");
+    assert!(err.to_string().contains("\"unicorn\" is not one of the model's classes"), "{err}");
+}
+
+#[test]
+fn blank_images_give_no_detections_on_either_model() {
+    for name in ["centernet_mbv3_coco80", "ssdlite_mbv2_person"] {
+        let mut d = load(&models().join(format!("{name}.yaml")), BackendKind::Ort).unwrap();
+        let (w, h) = d.input_size();
+        let grey = vec![128u8; (w * h * 3) as usize];
+        assert!(d.detect(&grey, 768, 576).unwrap().is_empty(), "{name}");
+        assert!(matches!(d.detect(&grey[1..], 768, 576), Err(DetectError::InputSize { .. })));
+    }
+}
+
+#[cfg(feature = "tract")]
+#[test]
+fn tract_and_onnx_runtime_agree() {
+    let manifest = models().join("ssdlite_mbv2_person.yaml");
+    let mut a = load(&manifest, BackendKind::Ort).unwrap();
+    let mut b = load(&manifest, BackendKind::Tract).unwrap();
+    // A synthetic scene: a dark upright figure on a light background.
+    let mut img = vec![200u8; 300 * 300 * 3];
+    for y in 60..260 {
+        for x in 120..180 {
+            img[(y * 300 + x) * 3..(y * 300 + x) * 3 + 3].copy_from_slice(&[40, 40, 60]);
+        }
+    }
+    let da = a.detect(&img, 300, 300).unwrap();
+    let db = b.detect(&img, 300, 300).unwrap();
+    assert_eq!(da.len(), db.len());
+    for (x, y) in da.iter().zip(&db) {
+        assert!((x.score - y.score).abs() < 1e-3 && x.bbox.iou(&y.bbox) > 0.99, "{x:?} vs {y:?}");
+    }
+}

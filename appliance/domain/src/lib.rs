@@ -1,0 +1,90 @@
+//! The vocabulary of the appliance: boxes, detections, tracks, events, URNs, and the traits the
+//! pipeline stages implement. No I/O and no async runtime here.
+
+mod geometry;
+mod urn;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use geometry::BBox;
+pub use urn::{BlobUrn, UrnError};
+
+/// One object found by a detector in one frame, in frame pixel coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub bbox: BBox,
+    pub score: f32,
+    pub class_id: u32,
+    pub label: Arc<str>,
+}
+
+/// A tracked object as reported after one tracker update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Track {
+    /// Stable per stream for the object's lifetime; never reused within a tracker.
+    pub id: u64,
+    pub bbox: BBox,
+    pub score: f32,
+    pub class_id: u32,
+    pub label: Arc<str>,
+    /// Frames in a row, including this one, where the track was matched to a detection.
+    pub hits: u32,
+}
+
+/// Turns detections into tracks, one call per processed frame. Synchronous and pure.
+pub trait Tracker {
+    /// Updates with this frame's detections; returns the tracks confirmed and seen in this frame.
+    fn update(&mut self, detections: &[Detection]) -> Vec<Track>;
+    /// Ids of tracks that ended (lost for longer than the buffer) during the last `update`.
+    fn ended(&self) -> &[u64];
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    New,
+    Update,
+    End,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::New => "new",
+            EventKind::Update => "update",
+            EventKind::End => "end",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "new" => Some(EventKind::New),
+            "update" => Some(EventKind::Update),
+            "end" => Some(EventKind::End),
+            _ => None,
+        }
+    }
+}
+
+/// An object lifecycle event. Carries URNs, never pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Globally unique (UUIDv7); the idempotency key downstream.
+    pub id: String,
+    pub kind: EventKind,
+    pub stream: String,
+    pub track_id: u64,
+    pub label: String,
+    pub score: f32,
+    pub bbox: BBox,
+    /// Frame width and height the box refers to.
+    pub frame_size: (u32, u32),
+    /// When the object was first seen (ms since the Unix epoch).
+    pub started_at_ms: i64,
+    /// The frame time this event describes (ms since the Unix epoch).
+    pub at_ms: i64,
+    pub snapshot: Option<BlobUrn>,
+}
