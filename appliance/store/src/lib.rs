@@ -1,1 +1,287 @@
+//! The box's durable store: SQLite (WAL, `synchronous=FULL`) for events, the outbox and the blob
+//! index; blob bytes as files under `blobs/`.
+//!
+//! Discipline (as in Moonfire NVR): a blob is written to a temporary file, fsynced, renamed into
+//! place and its directory fsynced *before* its row is inserted, so a row never points at a torn
+//! file. An event, its outbox row and its blob row go in one transaction. After a crash the worst
+//! case is an orphan file with no row, which `check` removes.
 
+mod check;
+mod schema;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use aegis_domain::{BBox, BlobUrn, Event, EventKind};
+use aegis_proto::v1;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+pub use check::CheckReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database schema version {found} is not one this build understands ({supported})")]
+    SchemaVersion { found: i64, supported: i64 },
+    #[error("corrupt row {seq}: {reason}")]
+    Corrupt { seq: i64, reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A blob whose file is durable on disk but whose row is not yet written.
+#[derive(Debug, Clone)]
+pub struct StagedBlob {
+    pub urn: BlobUrn,
+    pub size: u64,
+    pub sha256: String,
+    pub content_type: &'static str,
+    relative_path: String,
+}
+
+/// An event as stored, with its position in the log (the cursor and SSE id).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredEvent {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Filters and cursor for listing events.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub stream: Option<String>,
+    pub label: Option<String>,
+    /// Newest first, strictly older than this seq (the cursor of the previous page).
+    pub before: Option<i64>,
+    /// Oldest first, strictly newer than this seq (SSE resume).
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+/// A blob's location and metadata, for serving it.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub content_type: String,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`: `dir/aegis.db` and `dir/blobs/`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir.join("blobs")).map_err(io_err(dir))?;
+        let db = dir.join("aegis.db");
+        let writer = Connection::open(&db)?;
+        schema::prepare(&writer)?;
+        let reader = Connection::open(&db)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Store {
+            dir: dir.to_owned(),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.dir.join("blobs")
+    }
+
+    /// Writes a blob durably (temp file, fsync, rename, fsync directory). The row comes later,
+    /// with the event, in [`Store::commit`].
+    pub fn stage_blob(&self, bytes: &[u8], content_type: &'static str) -> Result<StagedBlob, StoreError> {
+        let urn = BlobUrn::new(uuid::Uuid::now_v7());
+        let ext = if content_type == "image/jpeg" { "jpg" } else { "bin" };
+        let shard = urn.id()[urn.id().len() - 2..].to_owned();
+        let dir = self.blob_dir().join(&shard);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let name = format!("{}.{ext}", urn.id());
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let dest = dir.join(&name);
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))?;
+        Ok(StagedBlob {
+            urn,
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            content_type,
+            relative_path: format!("{shard}/{name}"),
+        })
+    }
+
+    /// Commits events, their outbox rows and their blobs' rows in one transaction.
+    /// Returns each event's seq.
+    pub fn commit(&self, events: &[Event], blobs: &[StagedBlob]) -> Result<Vec<i64>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let now = events.first().map_or(0, |e| e.at_ms);
+        for b in blobs {
+            tx.execute(
+                "INSERT INTO blobs (urn, path, size, sha256, content_type, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![b.urn.as_str(), b.relative_path, b.size as i64, b.sha256, b.content_type, now],
+            )?;
+        }
+        let mut seqs = Vec::with_capacity(events.len());
+        for e in events {
+            tx.execute(
+                "INSERT INTO events (id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    e.id,
+                    e.kind.as_str(),
+                    e.stream,
+                    e.track_id as i64,
+                    e.label,
+                    f64::from(e.score),
+                    f64::from(e.bbox.x1),
+                    f64::from(e.bbox.y1),
+                    f64::from(e.bbox.x2),
+                    f64::from(e.bbox.y2),
+                    e.frame_size.0,
+                    e.frame_size.1,
+                    e.started_at_ms,
+                    e.at_ms,
+                    e.snapshot.as_ref().map(BlobUrn::as_str),
+                ],
+            )?;
+            let seq = tx.last_insert_rowid();
+            let payload = serde_json::to_string(&to_wire(e)).expect("v1 events always serialise");
+            tx.execute(
+                "INSERT INTO outbox (event_seq, payload, created_ms) VALUES (?1, ?2, ?3)",
+                params![seq, payload, e.at_ms],
+            )?;
+            seqs.push(seq);
+        }
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    pub fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let conn = lock(&self.reader);
+        let (order, cmp, bound) = match (q.after, q.before) {
+            (Some(after), _) => ("ASC", ">", after),
+            (None, Some(before)) => ("DESC", "<", before),
+            (None, None) => ("DESC", "<", i64::MAX),
+        };
+        let sql = format!(
+            "SELECT seq, id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot
+             FROM events WHERE seq {cmp} ?1 AND (?2 IS NULL OR stream = ?2) AND (?3 IS NULL OR label = ?3)
+             ORDER BY seq {order} LIMIT ?4"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![bound, q.stream, q.label, q.limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                [r.get::<_, f64>(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
+                (r.get::<_, u32>(11)?, r.get::<_, u32>(12)?),
+                (r.get::<_, i64>(13)?, r.get::<_, i64>(14)?),
+                r.get::<_, Option<String>>(15)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, id, kind, stream, track_id, label, f, frame_size, (started, at), snapshot) = row?;
+            let corrupt = |reason: String| StoreError::Corrupt { seq, reason };
+            out.push(StoredEvent {
+                seq,
+                event: Event {
+                    id,
+                    kind: EventKind::parse(&kind).ok_or_else(|| corrupt(format!("kind {kind:?}")))?,
+                    stream,
+                    track_id: track_id as u64,
+                    label,
+                    score: f[0] as f32,
+                    bbox: BBox::new(f[1] as f32, f[2] as f32, f[3] as f32, f[4] as f32),
+                    frame_size,
+                    started_at_ms: started,
+                    at_ms: at,
+                    snapshot: snapshot
+                        .map(|s| BlobUrn::parse(&s).map_err(|e| corrupt(e.to_string())))
+                        .transpose()?,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn blob(&self, urn: &BlobUrn) -> Result<Option<BlobInfo>, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(conn
+            .query_row(
+                "SELECT path, size, sha256, content_type FROM blobs WHERE urn = ?1",
+                params![urn.as_str()],
+                |r| {
+                    Ok(BlobInfo {
+                        path: self.blob_dir().join(r.get::<_, String>(0)?),
+                        size: r.get::<_, i64>(1)? as u64,
+                        sha256: r.get(2)?,
+                        content_type: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Events not yet acknowledged by the core.
+    pub fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(conn.query_row("SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// The highest event seq, for SSE clients that start now.
+    pub fn last_seq(&self) -> Result<i64, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+}
+
+fn to_wire(e: &Event) -> v1::Event {
+    v1::Event {
+        schema: v1::EVENT_SCHEMA.to_owned(),
+        id: e.id.clone(),
+        kind: e.kind.as_str().to_owned(),
+        stream: e.stream.clone(),
+        track_id: e.track_id,
+        label: e.label.clone(),
+        score: e.score,
+        bbox: [e.bbox.x1, e.bbox.y1, e.bbox.x2, e.bbox.y2],
+        frame_size: [e.frame_size.0, e.frame_size.1],
+        started_at_ms: e.started_at_ms,
+        at_ms: e.at_ms,
+        snapshot: e.snapshot.as_ref().map(ToString::to_string),
+    }
+}

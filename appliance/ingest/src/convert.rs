@@ -1,0 +1,64 @@
+use ffmpeg_next as ff;
+use ff::software::scaling;
+
+use crate::IngestError;
+
+type ScalerKey = (ff::format::Pixel, u32, u32);
+
+/// Converts decoded frames to packed RGB24, either at a fixed size (the model's input) or at the
+/// frame's own size (snapshots). Rebuilds its scaler only when the input format or size changes.
+/// Lives on the thread that uses it.
+pub struct RgbConverter {
+    size: Option<(u32, u32)>,
+    scaler: Option<(scaling::Context, ScalerKey)>,
+    out: ff::frame::Video,
+}
+
+impl RgbConverter {
+    /// Resizes (stretches) every frame to `width x height`, bilinear.
+    pub fn to_size(width: u32, height: u32) -> Self {
+        Self {
+            size: Some((width, height)),
+            scaler: None,
+            out: ff::frame::Video::empty(),
+        }
+    }
+
+    /// Keeps each frame's own size.
+    pub fn native() -> Self {
+        Self {
+            size: None,
+            scaler: None,
+            out: ff::frame::Video::empty(),
+        }
+    }
+
+    pub fn convert(&mut self, frame: &ff::frame::Video) -> Result<Vec<u8>, IngestError> {
+        let key = (frame.format(), frame.width(), frame.height());
+        let (w, h) = self.size.unwrap_or((key.1, key.2));
+        let scaler = match &mut self.scaler {
+            Some((s, k)) if *k == key => s,
+            slot => {
+                let ctx = scaling::Context::get(key.0, key.1, key.2, ff::format::Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
+                    .map_err(|e| IngestError::Decode(format!("cannot convert {key:?}: {e}")))?;
+                &mut slot.insert((ctx, key)).0
+            }
+        };
+        scaler
+            .run(frame, &mut self.out)
+            .map_err(|e| IngestError::Decode(format!("convert: {e}")))?;
+        Ok(pack_rgb(&self.out))
+    }
+}
+
+/// Copies an RGB24 frame into a tightly packed buffer (FFmpeg pads rows).
+fn pack_rgb(frame: &ff::frame::Video) -> Vec<u8> {
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let stride = frame.stride(0);
+    let data = frame.data(0);
+    let mut out = Vec::with_capacity(w * h * 3);
+    for row in 0..h {
+        out.extend_from_slice(&data[row * stride..row * stride + w * 3]);
+    }
+    out
+}

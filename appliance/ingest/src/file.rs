@@ -1,0 +1,70 @@
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ffmpeg_next as ff;
+
+use crate::decode::VideoDecoder;
+use crate::supervisor::{Session, SessionEnd};
+use crate::IngestError;
+
+/// Reads a file to its end, optionally at its own pace.
+pub(crate) fn run(path: &Path, realtime: bool, s: &Session) -> Result<SessionEnd, IngestError> {
+    let name = path.display().to_string();
+    let mut input = ff::format::input(&path).map_err(|e| IngestError::Open {
+        source_name: name.clone(),
+        reason: e.to_string(),
+    })?;
+    let stream = input
+        .streams()
+        .best(ff::media::Type::Video)
+        .ok_or_else(|| IngestError::NoVideo(name.clone()))?;
+    let index = stream.index();
+    let tb = stream.time_base();
+    let time_base = f64::from(tb.numerator()) / f64::from(tb.denominator().max(1));
+    let ctx = ff::codec::context::Context::from_parameters(stream.parameters())
+        .map_err(|e| IngestError::Codec(e.to_string()))?;
+    let mut decoder = VideoDecoder::new(ctx, time_base, s.input_size, s.detect_fps, !realtime)?;
+
+    let start = Instant::now();
+    let mut first_pts: Option<f64> = None;
+    let mut read_errors = 0u32;
+    loop {
+        if s.shutdown.is_triggered() {
+            return Ok(SessionEnd::Stopped);
+        }
+        let mut packet = ff::Packet::empty();
+        match packet.read(&mut input) {
+            Ok(()) => read_errors = 0,
+            Err(ff::Error::Eof) => break,
+            Err(e) => {
+                // A damaged region: skip it, but give up on a file that is nothing but damage.
+                read_errors += 1;
+                if read_errors > 100 {
+                    return Err(IngestError::Read(format!("{name}: {e}")));
+                }
+                continue;
+            }
+        }
+        if packet.stream() != index {
+            continue;
+        }
+        if realtime {
+            if let Some(pts) = packet.pts().or(packet.dts()) {
+                let t = pts as f64 * time_base;
+                let t0 = *first_pts.get_or_insert(t);
+                let due = start + Duration::from_secs_f64((t - t0).max(0.0));
+                let now = Instant::now();
+                if due > now && s.shutdown.wait_timeout(due - now) {
+                    return Ok(SessionEnd::Stopped);
+                }
+            }
+        }
+        if !decoder.send(&packet, Instant::now(), &s.sink)? {
+            return Ok(SessionEnd::Stopped);
+        }
+    }
+    if !decoder.finish(&s.sink)? {
+        return Ok(SessionEnd::Stopped);
+    }
+    Ok(SessionEnd::Ended)
+}

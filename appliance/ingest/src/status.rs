@@ -1,0 +1,133 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamState {
+    Connecting,
+    Online,
+    Offline,
+    /// A non-looping file reached its end.
+    Finished,
+}
+
+/// Live status of one stream, shared between its threads and the API. Counters are cumulative.
+#[derive(Debug)]
+pub struct StreamStatus {
+    name: String,
+    /// Already redacted: never holds credentials.
+    url: String,
+    inner: Mutex<Inner>,
+    pub decoded: AtomicU64,
+    pub sampled: AtomicU64,
+    /// Frames the detector could not keep up with, dropped at the queue.
+    pub dropped: AtomicU64,
+    pub detected: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: StreamState,
+    last_error: Option<String>,
+    last_frame_ms: Option<i64>,
+    window_start: Instant,
+    window_frames: u64,
+    fps: f64,
+}
+
+/// What the API shows for a stream.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamStatusView {
+    pub name: String,
+    pub url: String,
+    pub state: StreamState,
+    pub last_error: Option<String>,
+    pub last_frame_ms: Option<i64>,
+    /// Decoded frames per second over the last second or so.
+    pub fps: f64,
+    pub frames_decoded: u64,
+    pub frames_sampled: u64,
+    pub frames_dropped: u64,
+    pub frames_detected: u64,
+    pub reconnects: u64,
+}
+
+impl StreamStatus {
+    pub fn new(name: &str, url: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            url: aegis_base::redact_url(url),
+            inner: Mutex::new(Inner {
+                state: StreamState::Connecting,
+                last_error: None,
+                last_frame_ms: None,
+                window_start: Instant::now(),
+                window_frames: 0,
+                fps: 0.0,
+            }),
+            decoded: AtomicU64::new(0),
+            sampled: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            detected: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn set_state(&self, state: StreamState) {
+        self.lock().state = state;
+    }
+
+    /// Records a failure; the stream is offline until it reconnects.
+    pub fn set_error(&self, error: &str) {
+        let mut s = self.lock();
+        s.state = StreamState::Offline;
+        s.last_error = Some(aegis_base::redact_url(error));
+        s.fps = 0.0;
+        s.window_frames = 0;
+    }
+
+    /// Counts a decoded frame; the first one after connecting marks the stream online.
+    pub fn frame_decoded(&self, wall_ms: i64) {
+        self.decoded.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.lock();
+        s.state = StreamState::Online;
+        s.last_frame_ms = Some(wall_ms);
+        s.window_frames += 1;
+        let elapsed = s.window_start.elapsed().as_secs_f64();
+        if elapsed >= 1.0 {
+            s.fps = s.window_frames as f64 / elapsed;
+            s.window_frames = 0;
+            s.window_start = Instant::now();
+        }
+    }
+
+    pub fn view(&self) -> StreamStatusView {
+        let s = self.lock();
+        StreamStatusView {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            state: s.state,
+            last_error: s.last_error.clone(),
+            last_frame_ms: s.last_frame_ms,
+            fps: (s.fps * 10.0).round() / 10.0,
+            frames_decoded: self.decoded.load(Ordering::Relaxed),
+            frames_sampled: self.sampled.load(Ordering::Relaxed),
+            frames_dropped: self.dropped.load(Ordering::Relaxed),
+            frames_detected: self.detected.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        }
+    }
+}
