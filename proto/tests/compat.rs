@@ -17,6 +17,12 @@ fn v1_readers_ignore_fields_added_later_and_accept_missing_optionals() {
     let newer = V1_EVENT.trim().replacen('{', "{\"zone\":\"gate\",", 1);
     let e: v1::Event = serde_json::from_str(&newer).unwrap();
     assert_eq!(e.label, "person");
-    let without_snapshot = V1_EVENT.replace(",\"snapshot\":\"urn:aegis:blob:01938f6e-7a5b-7c3d-9e1f-0a1b2c3d4e60\"", "");
-    assert!(serde_json::from_str::<v1::Event>(&without_snapshot).unwrap().snapshot.is_none());
+    let without_snapshot = V1_EVENT.replace(
+        ",\"snapshot\":\"urn:aegis:blob:01938f6e-7a5b-7c3d-9e1f-0a1b2c3d4e60\"",
+        "",
+    );
+    assert!(serde_json::from_str::<v1::Event>(&without_snapshot)
+        .unwrap()
+        .snapshot
+        .is_none());
 }

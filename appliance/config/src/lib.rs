@@ -282,7 +282,9 @@ impl Config {
                 message: "the configuration must be a mapping of sections".into(),
             }]));
         };
-        const SECTIONS: [&str; 6] = ["cameras", "detector", "tracker", "events", "storage", "http"];
+        const SECTIONS: [&str; 6] = [
+            "cameras", "detector", "tracker", "events", "storage", "http",
+        ];
         for key in map.keys() {
             let name = key.as_str().unwrap_or("?");
             if !SECTIONS.contains(&name) {
@@ -301,7 +303,9 @@ impl Config {
             Some(serde_yaml::Value::Sequence(items)) => {
                 let mut names = std::collections::HashSet::new();
                 for (i, item) in items.iter().enumerate() {
-                    if let Some(mut c) = section::<CameraConfig>(Some(item), &format!("cameras[{i}]"), &mut errors) {
+                    if let Some(mut c) =
+                        section::<CameraConfig>(Some(item), &format!("cameras[{i}]"), &mut errors)
+                    {
                         c.resolve_and_check(i, base_dir, env, &mut errors);
                         if !names.insert(c.name.clone()) {
                             errors.push(FieldError {
@@ -379,13 +383,22 @@ impl Config {
             }
         }
         if t.low_score > t.high_score {
-            err("tracker.low_score".into(), "must not exceed tracker.high_score");
+            err(
+                "tracker.low_score".into(),
+                "must not exceed tracker.high_score",
+            );
         }
         if !(t.buffer_s >= 0.0 && t.buffer_s.is_finite()) {
-            err("tracker.buffer_s".into(), "must be a non-negative number of seconds");
+            err(
+                "tracker.buffer_s".into(),
+                "must be a non-negative number of seconds",
+            );
         }
         if !(self.events.update_interval_s > 0.0 && self.events.update_interval_s.is_finite()) {
-            err("events.update_interval_s".into(), "must be a positive number of seconds");
+            err(
+                "events.update_interval_s".into(),
+                "must be a positive number of seconds",
+            );
         }
         if !(1..=100).contains(&self.events.snapshot_quality) {
             err("events.snapshot_quality".into(), "must be 1-100");
@@ -394,7 +407,13 @@ impl Config {
 }
 
 impl CameraConfig {
-    fn resolve_and_check(&mut self, i: usize, base: &Path, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<FieldError>) {
+    fn resolve_and_check(
+        &mut self,
+        i: usize,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        errors: &mut Vec<FieldError>,
+    ) {
         let mut err = |f: &str, message: &str| {
             errors.push(FieldError {
                 path: format!("cameras[{i}].{f}"),
@@ -411,19 +430,28 @@ impl CameraConfig {
         let c = &*self;
         if c.name.is_empty()
             || c.name.len() > 64
-            || !c.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            || !c
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         {
             err("name", "must be 1-64 characters of a-z, 0-9, '_' or '-'");
         }
         if c.url.starts_with("rtsp://") || c.url.starts_with("rtsps://") {
-            if url::Url::parse(&c.url).map(|u| u.host_str().is_none()).unwrap_or(true) {
+            if url::Url::parse(&c.url)
+                .map(|u| u.host_str().is_none())
+                .unwrap_or(true)
+            {
                 err("url", "not a valid RTSP URL");
             }
             if c.looping {
                 err("loop", "only files can loop");
             }
         } else if c.url.contains("://") && !c.url.starts_with("file://") {
-            err("url", "unsupported scheme: use rtsp://, rtsps://, file:// or a path");
+            err(
+                "url",
+                "unsupported scheme: use rtsp://, rtsps://, file:// or a path",
+            );
         }
         if !(c.detect_fps > 0.0 && c.detect_fps <= 120.0) {
             err("detect_fps", "must be in (0, 120]");
@@ -431,8 +459,14 @@ impl CameraConfig {
         if !(c.stall_timeout_s > 0.0 && c.stall_timeout_s.is_finite()) {
             err("stall_timeout_s", "must be a positive number of seconds");
         }
-        if !(c.reconnect_initial_s > 0.0 && c.reconnect_initial_s <= c.reconnect_max_s && c.reconnect_max_s.is_finite()) {
-            err("reconnect_initial_s", "must be positive and at most reconnect_max_s");
+        if !(c.reconnect_initial_s > 0.0
+            && c.reconnect_initial_s <= c.reconnect_max_s
+            && c.reconnect_max_s.is_finite())
+        {
+            err(
+                "reconnect_initial_s",
+                "must be positive and at most reconnect_max_s",
+            );
         }
     }
 
@@ -443,13 +477,23 @@ impl CameraConfig {
 }
 
 /// Deserialises one section, recording any error with its full path.
-fn section<T: DeserializeOwned>(value: Option<&serde_yaml::Value>, path: &str, errors: &mut Vec<FieldError>) -> Option<T> {
-    let value = value.cloned().unwrap_or(serde_yaml::Value::Mapping(Default::default()));
+fn section<T: DeserializeOwned>(
+    value: Option<&serde_yaml::Value>,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let value = value
+        .cloned()
+        .unwrap_or(serde_yaml::Value::Mapping(Default::default()));
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let full = if inner == "." { path.to_owned() } else { format!("{path}.{inner}") };
+            let full = if inner == "." {
+                path.to_owned()
+            } else {
+                format!("{path}.{inner}")
+            };
             errors.push(FieldError {
                 path: full,
                 message: e.into_inner().to_string(),
@@ -481,7 +525,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/etc/aegis"), &|k| (k == "CAM_PASS").then(|| "pw".to_owned()))
+        Config::parse(text, Path::new("/etc/aegis"), &|k| {
+            (k == "CAM_PASS").then(|| "pw".to_owned())
+        })
     }
 
     fn errors(text: &str) -> Vec<String> {
@@ -496,7 +542,10 @@ mod tests {
         let c = parse("cameras:\n  - name: door\n    url: rtsp://admin:${CAM_PASS}@cam/live\n  - {name: demo, url: clip.mp4, loop: true}\n").unwrap();
         assert_eq!(c.cameras[0].url, "rtsp://admin:pw@cam/live");
         assert_eq!(c.cameras[1].url, "/etc/aegis/clip.mp4");
-        assert_eq!(c.detector.model, Path::new("/etc/aegis/models/centernet_mbv3_coco80.yaml"));
+        assert_eq!(
+            c.detector.model,
+            Path::new("/etc/aegis/models/centernet_mbv3_coco80.yaml")
+        );
         assert_eq!(c.http.listen.port(), 8080);
         assert_eq!(c.cameras[0].detect_fps, 5.0);
     }
@@ -523,8 +572,14 @@ mod tests {
 
     #[test]
     fn rejects_non_mappings_missing_cameras_and_duplicates() {
-        assert_eq!(errors("- 1\n- 2\n"), ["the configuration must be a mapping of sections"]);
-        assert_eq!(errors("http: {}\n"), ["cameras: missing: at least one camera is required"]);
+        assert_eq!(
+            errors("- 1\n- 2\n"),
+            ["the configuration must be a mapping of sections"]
+        );
+        assert_eq!(
+            errors("http: {}\n"),
+            ["cameras: missing: at least one camera is required"]
+        );
         let dup = errors("cameras: [{name: a, url: x.mp4}, {name: a, url: y.mp4}]\n");
         assert_eq!(dup, ["cameras[1].name: duplicate camera name"]);
         assert!(errors("cameras: [{name: a, url: 'http://x/y'}]")[0].contains("unsupported scheme"));

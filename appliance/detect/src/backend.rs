@@ -36,7 +36,11 @@ pub fn build(
 ) -> Result<Box<dyn Backend>, DetectError> {
     match kind {
         #[cfg(feature = "ort")]
-        BackendKind::Ort => Ok(Box::new(ort_backend::OrtBackend::new(model, threads, ort_library)?)),
+        BackendKind::Ort => Ok(Box::new(ort_backend::OrtBackend::new(
+            model,
+            threads,
+            ort_library,
+        )?)),
         #[cfg(not(feature = "ort"))]
         BackendKind::Ort => {
             let _ = (model, threads, ort_library);
@@ -77,11 +81,17 @@ mod ort_backend {
     }
 
     impl OrtBackend {
-        pub(super) fn new(model: &[u8], threads: usize, library: &Path) -> Result<Self, DetectError> {
+        pub(super) fn new(
+            model: &[u8],
+            threads: usize,
+            library: &Path,
+        ) -> Result<Self, DetectError> {
             let env = ENVIRONMENT
                 .get_or_init(|| {
                     ort::init_from(library)
-                        .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?
+                        .map_err(|e| {
+                            format!("cannot load ONNX Runtime from {}: {e}", library.display())
+                        })?
                         .with_name("aegis")
                         .build()
                         .map_err(|e| e.to_string())
@@ -102,12 +112,19 @@ mod ort_backend {
                 .ok_or_else(|| DetectError::Runtime("the model has no inputs".into()))?
                 .name()
                 .to_owned();
-            Ok(Self { session, input_name })
+            Ok(Self {
+                session,
+                input_name,
+            })
         }
     }
 
     impl Backend for OrtBackend {
-        fn run(&mut self, input: &[f32], shape: [usize; 4]) -> Result<Vec<OutputTensor>, DetectError> {
+        fn run(
+            &mut self,
+            input: &[f32],
+            shape: [usize; 4],
+        ) -> Result<Vec<OutputTensor>, DetectError> {
             let tensor = TensorRef::from_array_view((shape, input)).map_err(rt)?;
             let outputs = self
                 .session
@@ -157,7 +174,11 @@ mod tract_backend {
     }
 
     impl Backend for TractBackend {
-        fn run(&mut self, input: &[f32], shape: [usize; 4]) -> Result<Vec<OutputTensor>, DetectError> {
+        fn run(
+            &mut self,
+            input: &[f32],
+            shape: [usize; 4],
+        ) -> Result<Vec<OutputTensor>, DetectError> {
             let tensor = Tensor::from_shape(&shape, input).map_err(rt)?;
             let outputs = self.plan.run(tvec!(tensor.into())).map_err(rt)?;
             outputs

@@ -34,13 +34,25 @@ fn shape_err(decoder: &'static str, reason: String) -> DetectError {
     DetectError::OutputShape { decoder, reason }
 }
 
-fn centernet(outputs: &[OutputTensor], classes: usize, min_score: f32) -> Result<Vec<RawDetection>, DetectError> {
+fn centernet(
+    outputs: &[OutputTensor],
+    classes: usize,
+    min_score: f32,
+) -> Result<Vec<RawDetection>, DetectError> {
     let [out] = outputs else {
-        return Err(shape_err("centernet", format!("expected 1 output, got {}", outputs.len())));
+        return Err(shape_err(
+            "centernet",
+            format!("expected 1 output, got {}", outputs.len()),
+        ));
     };
     let n = match out.shape[..] {
         [1, n, 6] => n,
-        _ => return Err(shape_err("centernet", format!("expected [1, N, 6], got {:?}", out.shape))),
+        _ => {
+            return Err(shape_err(
+                "centernet",
+                format!("expected [1, N, 6], got {:?}", out.shape),
+            ))
+        }
     };
     let mut dets = Vec::new();
     for row in out.data.chunks_exact(6).take(n) {
@@ -82,7 +94,9 @@ fn ssd(
         .iter()
         .filter(rank3)
         .find(|o| o.shape[2] == classes + 1 && !boxes.is_some_and(|b| std::ptr::eq(*o, b)));
-    let anchors = outputs.iter().find(|o| o.shape.len() == 2 && o.shape[1] == 4);
+    let anchors = outputs
+        .iter()
+        .find(|o| o.shape.len() == 2 && o.shape[1] == 4);
     let (Some(boxes), Some(logits), Some(anchors)) = (boxes, logits, anchors) else {
         return Err(shape_err("ssd", expected()));
     };
@@ -95,10 +109,14 @@ fn ssd(
     for i in 0..a {
         let scores = &logits.data[i * c1..(i + 1) * c1];
         // Background is column 0; take the best real class.
-        let (best, logit) = scores[1..]
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |acc, (k, &v)| if v > acc.1 { (k, v) } else { acc });
+        let (best, logit) =
+            scores[1..]
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |acc, (k, &v)| if v > acc.1 { (k, v) } else { acc },
+                );
         let score = sigmoid(logit);
         if score < min_score {
             continue;
@@ -125,9 +143,16 @@ fn ssd(
     Ok(dets)
 }
 
-fn yolo(outputs: &[OutputTensor], classes: usize, min_score: f32) -> Result<Vec<RawDetection>, DetectError> {
+fn yolo(
+    outputs: &[OutputTensor],
+    classes: usize,
+    min_score: f32,
+) -> Result<Vec<RawDetection>, DetectError> {
     let [out] = outputs else {
-        return Err(shape_err("yolo", format!("expected 1 output, got {}", outputs.len())));
+        return Err(shape_err(
+            "yolo",
+            format!("expected 1 output, got {}", outputs.len()),
+        ));
     };
     let (n, stride, with_objectness, transposed) = match out.shape[..] {
         [1, n, k] if k == 5 + classes => (n, k, true, false),
@@ -135,7 +160,12 @@ fn yolo(outputs: &[OutputTensor], classes: usize, min_score: f32) -> Result<Vec<
         _ => {
             return Err(shape_err(
                 "yolo",
-                format!("expected [1, N, {}] (v5) or [1, {}, N] (v8), got {:?}", 5 + classes, 4 + classes, out.shape),
+                format!(
+                    "expected [1, N, {}] (v5) or [1, {}, N] (v8), got {:?}",
+                    5 + classes,
+                    4 + classes,
+                    out.shape
+                ),
             ))
         }
     };
@@ -153,9 +183,10 @@ fn yolo(outputs: &[OutputTensor], classes: usize, min_score: f32) -> Result<Vec<
         if objectness < min_score {
             continue;
         }
-        let (best, p) = (0..classes)
-            .map(|c| (c, at(i, first_class + c)))
-            .fold((0, f32::NEG_INFINITY), |acc, v| if v.1 > acc.1 { v } else { acc });
+        let (best, p) = (0..classes).map(|c| (c, at(i, first_class + c))).fold(
+            (0, f32::NEG_INFINITY),
+            |acc, v| if v.1 > acc.1 { v } else { acc },
+        );
         let score = objectness * p;
         if score < min_score {
             continue;
@@ -183,15 +214,37 @@ mod tests {
 
     #[test]
     fn centernet_reads_rows_and_drops_low_scores_and_bad_classes() {
-        let out = t(&[1, 3, 6], vec![
-            10.0, 20.0, 30.0, 60.0, 0.9, 0.0, //
-            1.0, 1.0, 2.0, 2.0, 0.1, 0.0, //
-            1.0, 1.0, 2.0, 2.0, 0.9, 95.0,
-        ]);
+        let out = t(
+            &[1, 3, 6],
+            vec![
+                10.0, 20.0, 30.0, 60.0, 0.9, 0.0, //
+                1.0, 1.0, 2.0, 2.0, 0.1, 0.0, //
+                1.0, 1.0, 2.0, 2.0, 0.9, 95.0,
+            ],
+        );
         let d = decode(&DecoderSpec::Centernet, &[out], 512.0, 512.0, 80, 0.3).unwrap();
-        assert_eq!(d, vec![RawDetection { bbox: BBox::new(10.0, 20.0, 30.0, 60.0), score: 0.9, class_id: 0 }]);
-        let err = decode(&DecoderSpec::Centernet, &[t(&[1, 100, 7], vec![0.0; 700])], 1.0, 1.0, 80, 0.3).unwrap_err();
-        assert!(err.to_string().contains("expected [1, N, 6], got [1, 100, 7]"), "{err}");
+        assert_eq!(
+            d,
+            vec![RawDetection {
+                bbox: BBox::new(10.0, 20.0, 30.0, 60.0),
+                score: 0.9,
+                class_id: 0
+            }]
+        );
+        let err = decode(
+            &DecoderSpec::Centernet,
+            &[t(&[1, 100, 7], vec![0.0; 700])],
+            1.0,
+            1.0,
+            80,
+            0.3,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected [1, N, 6], got [1, 100, 7]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -200,12 +253,28 @@ mod tests {
         let anchors = t(&[1, 4], vec![0.4, 0.3, 0.6, 0.7]);
         let boxes = t(&[1, 1, 4], vec![0.0, 1.0, 5.0 * 2f32.ln(), 0.0]);
         let logits = t(&[1, 1, 2], vec![5.0, 2.0]);
-        let d = decode(&DecoderSpec::Ssd { scales: ssd_scales() }, &[boxes, logits, anchors], 300.0, 300.0, 1, 0.5).unwrap();
+        let d = decode(
+            &DecoderSpec::Ssd {
+                scales: ssd_scales(),
+            },
+            &[boxes, logits, anchors],
+            300.0,
+            300.0,
+            1,
+            0.5,
+        )
+        .unwrap();
         assert_eq!(d.len(), 1);
         let b = d[0].bbox;
         let close = |a: f32, b: f32| (a - b).abs() < 1e-3;
-        assert!(close(b.x1, (0.54 - 0.2) * 300.0) && close(b.x2, (0.54 + 0.2) * 300.0), "{b:?}");
-        assert!(close(b.y1, (0.5 - 0.2) * 300.0) && close(b.y2, (0.5 + 0.2) * 300.0), "{b:?}");
+        assert!(
+            close(b.x1, (0.54 - 0.2) * 300.0) && close(b.x2, (0.54 + 0.2) * 300.0),
+            "{b:?}"
+        );
+        assert!(
+            close(b.y1, (0.5 - 0.2) * 300.0) && close(b.y2, (0.5 + 0.2) * 300.0),
+            "{b:?}"
+        );
         assert!(close(d[0].score, sigmoid(2.0)));
     }
 
@@ -217,7 +286,12 @@ mod tests {
     fn yolo_v5_and_v8_layouts_decode_to_the_same_box() {
         // Two classes; the box is class 1 at centre (100, 50), 20 x 40.
         let v5 = t(&[1, 1, 7], vec![100.0, 50.0, 20.0, 40.0, 0.9, 0.1, 0.8]);
-        let v8 = t(&[1, 6, 2], vec![100.0, 0.0, 50.0, 0.0, 20.0, 0.0, 40.0, 0.0, 0.1, 0.0, 0.72, 0.0]);
+        let v8 = t(
+            &[1, 6, 2],
+            vec![
+                100.0, 0.0, 50.0, 0.0, 20.0, 0.0, 40.0, 0.0, 0.1, 0.0, 0.72, 0.0,
+            ],
+        );
         let a = decode(&DecoderSpec::Yolo, &[v5], 640.0, 640.0, 2, 0.25).unwrap();
         let b = decode(&DecoderSpec::Yolo, &[v8], 640.0, 640.0, 2, 0.25).unwrap();
         assert_eq!(a.len(), 1);
@@ -226,6 +300,14 @@ mod tests {
         assert!((a[0].score - 0.72).abs() < 1e-6);
         assert_eq!((b[0].bbox, b[0].class_id), (a[0].bbox, a[0].class_id));
         assert!((b[0].score - 0.72).abs() < 1e-6);
-        assert!(decode(&DecoderSpec::Yolo, &[t(&[1, 3, 9], vec![0.0; 27])], 1.0, 1.0, 2, 0.1).is_err());
+        assert!(decode(
+            &DecoderSpec::Yolo,
+            &[t(&[1, 3, 9], vec![0.0; 27])],
+            1.0,
+            1.0,
+            2,
+            0.1
+        )
+        .is_err());
     }
 }

@@ -42,12 +42,19 @@ impl PostProcess {
                 thresholds[i] = Some(s);
             }
         }
-        Ok(Self { thresholds, nms_iou })
+        Ok(Self {
+            thresholds,
+            nms_iou,
+        })
     }
 
     /// The lowest threshold in force: candidates below it are dropped while decoding.
     fn floor(&self) -> f32 {
-        self.thresholds.iter().flatten().copied().fold(1.0, f32::min)
+        self.thresholds
+            .iter()
+            .flatten()
+            .copied()
+            .fold(1.0, f32::min)
     }
 }
 
@@ -72,10 +79,20 @@ impl ObjectDetector {
     ) -> Result<Self, DetectError> {
         let (manifest, bytes) = Manifest::load(manifest_path)?;
         let post = post(&manifest)?;
-        let backend = backend::build(kind, &bytes, Self::shape_of(&manifest), threads, ort_library)?;
+        let backend = backend::build(
+            kind,
+            &bytes,
+            Self::shape_of(&manifest),
+            threads,
+            ort_library,
+        )?;
         let (w, h) = (manifest.input.width, manifest.input.height);
         let mut detector = Self {
-            labels: manifest.classes.iter().map(|c| Arc::from(c.as_str())).collect(),
+            labels: manifest
+                .classes
+                .iter()
+                .map(|c| Arc::from(c.as_str()))
+                .collect(),
             manifest,
             backend,
             post,
@@ -104,7 +121,12 @@ impl ObjectDetector {
 
     /// Detects objects in `rgb` (packed RGB24 at `input_size()`), returning boxes scaled to a
     /// frame of `frame_w x frame_h`.
-    pub fn detect(&mut self, rgb: &[u8], frame_w: u32, frame_h: u32) -> Result<Vec<Detection>, DetectError> {
+    pub fn detect(
+        &mut self,
+        rgb: &[u8],
+        frame_w: u32,
+        frame_h: u32,
+    ) -> Result<Vec<Detection>, DetectError> {
         let spec = &self.manifest.input;
         let (w, h) = (spec.width as usize, spec.height as usize);
         if rgb.len() != w * h * 3 {
@@ -115,8 +137,17 @@ impl ObjectDetector {
                 height: spec.height,
             });
         }
-        preprocess(rgb, spec.layout, spec.scale, spec.offset, w * h, &mut self.input);
-        let outputs = self.backend.run(&self.input, Self::shape_of(&self.manifest))?;
+        preprocess(
+            rgb,
+            spec.layout,
+            spec.scale,
+            spec.offset,
+            w * h,
+            &mut self.input,
+        );
+        let outputs = self
+            .backend
+            .run(&self.input, Self::shape_of(&self.manifest))?;
         let raw = decode(
             &self.manifest.decoder,
             &outputs,
@@ -147,7 +178,14 @@ impl ObjectDetector {
 }
 
 /// Packed RGB24 to the model's f32 layout, `value = pixel * scale + offset`.
-fn preprocess(rgb: &[u8], layout: InputLayout, scale: f32, offset: f32, pixels: usize, out: &mut Vec<f32>) {
+fn preprocess(
+    rgb: &[u8],
+    layout: InputLayout,
+    scale: f32,
+    offset: f32,
+    pixels: usize,
+    out: &mut Vec<f32>,
+) {
     out.clear();
     match layout {
         InputLayout::Nhwc => out.extend(rgb.iter().map(|&v| f32::from(v) * scale + offset)),
@@ -171,9 +209,19 @@ mod tests {
     #[test]
     fn nchw_planes_and_normalisation() {
         let mut out = Vec::new();
-        preprocess(&[0, 128, 255, 255, 0, 0], InputLayout::Nchw, 2.0 / 255.0, -1.0, 2, &mut out);
+        preprocess(
+            &[0, 128, 255, 255, 0, 0],
+            InputLayout::Nchw,
+            2.0 / 255.0,
+            -1.0,
+            2,
+            &mut out,
+        );
         let want = [-1.0, 1.0, 128.0 * 2.0 / 255.0 - 1.0, -1.0, 1.0, -1.0];
-        assert!(out.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{out:?}");
+        assert!(
+            out.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{out:?}"
+        );
         preprocess(&[1, 2, 3], InputLayout::Nhwc, 1.0, 0.0, 1, &mut out);
         assert_eq!(out, [1.0, 2.0, 3.0]);
     }

@@ -20,7 +20,10 @@ pub enum DetectError {
     #[error("inference runtime: {0}")]
     Runtime(String),
     #[error("unsupported model output for the {decoder} decoder: {reason}")]
-    OutputShape { decoder: &'static str, reason: String },
+    OutputShape {
+        decoder: &'static str,
+        reason: String,
+    },
     #[error("input image is {got} bytes, the model needs {want} ({width}x{height} RGB)")]
     InputSize {
         got: usize,

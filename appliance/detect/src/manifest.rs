@@ -83,7 +83,11 @@ impl Manifest {
         if manifest.classes.is_empty() {
             return Err(bad("classes must not be empty".into()));
         }
-        if manifest.input.width == 0 || manifest.input.height == 0 || manifest.input.width > 8192 || manifest.input.height > 8192 {
+        if manifest.input.width == 0
+            || manifest.input.height == 0
+            || manifest.input.width > 8192
+            || manifest.input.height > 8192
+        {
             return Err(bad("input width and height must be 1-8192".into()));
         }
         let model_path = path.parent().unwrap_or(Path::new(".")).join(&manifest.file);

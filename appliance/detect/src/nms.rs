@@ -31,7 +31,15 @@ mod tests {
 
     #[test]
     fn suppresses_overlaps_within_a_class_only() {
-        let out = nms(vec![d(0.0, 0.5, 0), d(1.0, 0.9, 0), d(1.0, 0.8, 1), d(50.0, 0.3, 0)], 0.5);
+        let out = nms(
+            vec![
+                d(0.0, 0.5, 0),
+                d(1.0, 0.9, 0),
+                d(1.0, 0.8, 1),
+                d(50.0, 0.3, 0),
+            ],
+            0.5,
+        );
         let got: Vec<_> = out.iter().map(|r| (r.score, r.class_id)).collect();
         assert_eq!(got, [(0.9, 0), (0.8, 1), (0.3, 0)]);
     }

@@ -21,7 +21,11 @@ fn tampered(name: &str, edit: impl Fn(String) -> String) -> (tempfile::TempDir, 
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(models().join(format!("{name}.yaml"))).unwrap();
     std::fs::write(dir.path().join(format!("{name}.yaml")), edit(text)).unwrap();
-    std::fs::copy(models().join(format!("{name}.onnx")), dir.path().join(format!("{name}.onnx"))).unwrap();
+    std::fs::copy(
+        models().join(format!("{name}.onnx")),
+        dir.path().join(format!("{name}.onnx")),
+    )
+    .unwrap();
     let p = dir.path().join(format!("{name}.yaml"));
     (dir, p)
 }
@@ -29,9 +33,14 @@ fn tampered(name: &str, edit: impl Fn(String) -> String) -> (tempfile::TempDir, 
 #[test]
 fn a_model_whose_hash_differs_is_refused() {
     let (_dir, manifest) = tampered("ssdlite_mbv2_person", |t| {
-        t.replace("23b38b2b7966e9837925207cd7fcfa9ef02bbecea0381eee8f5c060b63838585", &"0".repeat(64))
+        t.replace(
+            "23b38b2b7966e9837925207cd7fcfa9ef02bbecea0381eee8f5c060b63838585",
+            &"0".repeat(64),
+        )
     });
-    let err = load(&manifest, BackendKind::Ort).err().expect("must refuse");
+    let err = load(&manifest, BackendKind::Ort)
+        .err()
+        .expect("must refuse");
     assert!(matches!(err, DetectError::Checksum { .. }), "{err}");
     assert!(err.to_string().contains("refusing to load"), "{err}");
 }
@@ -43,14 +52,30 @@ fn a_corrupted_model_file_is_refused_before_the_runtime_sees_it() {
     let mut bytes = std::fs::read(&onnx).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&onnx, bytes).unwrap();
-    assert!(matches!(load(&manifest, BackendKind::Ort), Err(DetectError::Checksum { .. })));
+    assert!(matches!(
+        load(&manifest, BackendKind::Ort),
+        Err(DetectError::Checksum { .. })
+    ));
 }
 
 #[test]
 fn a_decoder_that_does_not_fit_the_outputs_is_refused_at_load() {
-    let (_dir, manifest) = tampered("centernet_mbv3_coco80", |t| t.replace("kind: centernet", "kind: yolo"));
-    let err = load(&manifest, BackendKind::Ort).err().expect("must refuse");
-    assert!(matches!(err, DetectError::OutputShape { decoder: "yolo", .. }), "{err}");
+    let (_dir, manifest) = tampered("centernet_mbv3_coco80", |t| {
+        t.replace("kind: centernet", "kind: yolo")
+    });
+    let err = load(&manifest, BackendKind::Ort)
+        .err()
+        .expect("must refuse");
+    assert!(
+        matches!(
+            err,
+            DetectError::OutputShape {
+                decoder: "yolo",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("got [1, 100, 6]"), "{err}");
 }
 
@@ -65,7 +90,11 @@ fn unknown_labels_in_the_filter_are_refused() {
     )
     .err()
     .expect("must refuse");
-    assert!(err.to_string().contains("\"unicorn\" is not one of the model's classes"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("\"unicorn\" is not one of the model's classes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,7 +104,10 @@ fn blank_images_give_no_detections_on_either_model() {
         let (w, h) = d.input_size();
         let grey = vec![128u8; (w * h * 3) as usize];
         assert!(d.detect(&grey, 768, 576).unwrap().is_empty(), "{name}");
-        assert!(matches!(d.detect(&grey[1..], 768, 576), Err(DetectError::InputSize { .. })));
+        assert!(matches!(
+            d.detect(&grey[1..], 768, 576),
+            Err(DetectError::InputSize { .. })
+        ));
     }
 }
 
@@ -96,6 +128,9 @@ fn tract_and_onnx_runtime_agree() {
     let db = b.detect(&img, 300, 300).unwrap();
     assert_eq!(da.len(), db.len());
     for (x, y) in da.iter().zip(&db) {
-        assert!((x.score - y.score).abs() < 1e-3 && x.bbox.iou(&y.bbox) > 0.99, "{x:?} vs {y:?}");
+        assert!(
+            (x.score - y.score).abs() < 1e-3 && x.bbox.iou(&y.bbox) > 0.99,
+            "{x:?} vs {y:?}"
+        );
     }
 }

@@ -20,7 +20,9 @@ impl BlobUrn {
     }
 
     pub fn parse(s: &str) -> Result<Self, UrnError> {
-        let id = s.strip_prefix(PREFIX).ok_or_else(|| UrnError(s.to_owned()))?;
+        let id = s
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| UrnError(s.to_owned()))?;
         let id = uuid::Uuid::try_parse(id).map_err(|_| UrnError(s.to_owned()))?;
         Ok(Self::new(id))
     }

@@ -1,5 +1,5 @@
-use ffmpeg_next as ff;
 use ff::software::scaling;
+use ffmpeg_next as ff;
 
 use crate::IngestError;
 
@@ -39,8 +39,16 @@ impl RgbConverter {
         let scaler = match &mut self.scaler {
             Some((s, k)) if *k == key => s,
             slot => {
-                let ctx = scaling::Context::get(key.0, key.1, key.2, ff::format::Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
-                    .map_err(|e| IngestError::Decode(format!("cannot convert {key:?}: {e}")))?;
+                let ctx = scaling::Context::get(
+                    key.0,
+                    key.1,
+                    key.2,
+                    ff::format::Pixel::RGB24,
+                    w,
+                    h,
+                    scaling::Flags::BILINEAR,
+                )
+                .map_err(|e| IngestError::Decode(format!("cannot convert {key:?}: {e}")))?;
                 &mut slot.insert((ctx, key)).0
             }
         };

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aegis_base::Clock;
-use ffmpeg_next as ff;
 use ff::codec::threading;
+use ffmpeg_next as ff;
 
 use crate::{FrameSampler, IngestError, RgbConverter, StreamStatus};
 
@@ -47,7 +47,9 @@ impl FrameSink<'_> {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.status.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.status
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 true
             }
             Err(TrySendError::Disconnected(_)) => false,
@@ -99,14 +101,21 @@ impl VideoDecoder {
     }
 
     /// Decodes one packet; returns Ok(false) once the sink has gone away.
-    pub(crate) fn send(&mut self, packet: &ff::Packet, read_at: Instant, sink: &FrameSink) -> Result<bool, IngestError> {
+    pub(crate) fn send(
+        &mut self,
+        packet: &ff::Packet,
+        read_at: Instant,
+        sink: &FrameSink,
+    ) -> Result<bool, IngestError> {
         match self.decoder.send_packet(packet) {
             Ok(()) => self.bad_packets = 0,
             Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {}
             Err(e) => {
                 self.bad_packets += 1;
                 if self.bad_packets >= MAX_BAD_PACKETS {
-                    return Err(IngestError::Decode(format!("{MAX_BAD_PACKETS} undecodable packets in a row, last: {e}")));
+                    return Err(IngestError::Decode(format!(
+                        "{MAX_BAD_PACKETS} undecodable packets in a row, last: {e}"
+                    )));
                 }
             }
         }
@@ -132,7 +141,9 @@ impl VideoDecoder {
             if !self.sampler.keep(pts_s) {
                 continue;
             }
-            sink.status.sampled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sink.status
+                .sampled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let input = self.converter.convert(&frame)?;
             let full = std::mem::replace(&mut frame, ff::frame::Video::empty());
             let out = Frame {

@@ -12,10 +12,10 @@ mod sampler;
 mod status;
 mod supervisor;
 
+pub use convert::RgbConverter;
 pub use decode::Frame;
 pub use error::IngestError;
 pub use sampler::FrameSampler;
-pub use convert::RgbConverter;
 pub use status::{StreamState, StreamStatus, StreamStatusView};
 pub use supervisor::{SourceSpec, StreamIngest};
 

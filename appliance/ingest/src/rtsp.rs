@@ -29,7 +29,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push(h * 16 + l);
                 i += 3;
@@ -48,7 +52,12 @@ fn rtsp_err(e: impl std::fmt::Display) -> IngestError {
 }
 
 /// Plays an RTSP stream until it fails, stalls or shutdown.
-pub(crate) fn run(raw_url: &str, udp: bool, stall: Duration, s: &Session) -> Result<SessionEnd, IngestError> {
+pub(crate) fn run(
+    raw_url: &str,
+    udp: bool,
+    stall: Duration,
+    s: &Session,
+) -> Result<SessionEnd, IngestError> {
     let (url, creds) = split_credentials(raw_url)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,7 +68,9 @@ pub(crate) fn run(raw_url: &str, udp: bool, stall: Duration, s: &Session) -> Res
     let connect = async {
         let mut session = retina::client::Session::describe(
             url.clone(),
-            SessionOptions::default().creds(creds).user_agent("AegisVision".to_owned()),
+            SessionOptions::default()
+                .creds(creds)
+                .user_agent("AegisVision".to_owned()),
         )
         .await
         .map_err(rtsp_err)?;
@@ -80,10 +91,18 @@ pub(crate) fn run(raw_url: &str, udp: bool, stall: Duration, s: &Session) -> Res
             Transport::Tcp(Default::default())
         };
         session
-            .setup(index, SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE))
+            .setup(
+                index,
+                SetupOptions::default()
+                    .transport(transport)
+                    .frame_format(FrameFormat::SIMPLE),
+            )
             .await
             .map_err(rtsp_err)?;
-        let playing = session.play(PlayOptions::default()).await.map_err(rtsp_err)?;
+        let playing = session
+            .play(PlayOptions::default())
+            .await
+            .map_err(rtsp_err)?;
         Ok::<_, IngestError>((playing.demuxed().map_err(rtsp_err)?, codec, clock_rate))
     };
     let connected = rt.block_on(async {
@@ -99,9 +118,16 @@ pub(crate) fn run(raw_url: &str, udp: bool, stall: Duration, s: &Session) -> Res
         return Ok(SessionEnd::Stopped);
     };
 
-    let decoder_codec = ff::codec::decoder::find(codec).ok_or_else(|| IngestError::Codec(format!("{codec:?}")))?;
+    let decoder_codec =
+        ff::codec::decoder::find(codec).ok_or_else(|| IngestError::Codec(format!("{codec:?}")))?;
     let ctx = ff::codec::context::Context::new_with_codec(decoder_codec);
-    let mut decoder = VideoDecoder::new(ctx, 1.0 / f64::from(clock_rate.max(1)), s.input_size, s.detect_fps, false)?;
+    let mut decoder = VideoDecoder::new(
+        ctx,
+        1.0 / f64::from(clock_rate.max(1)),
+        s.input_size,
+        s.detect_fps,
+        false,
+    )?;
     loop {
         let next = rt.block_on(async {
             tokio::select! {
@@ -137,7 +163,10 @@ mod tests {
         let (url, creds) = split_credentials("rtsp://ad%40min:p%3Ass@cam:8554/live").unwrap();
         assert_eq!(url.as_str(), "rtsp://cam:8554/live");
         let c = creds.unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("ad@min", "p:ss"));
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("ad@min", "p:ss")
+        );
         assert!(split_credentials("rtsp://cam/live").unwrap().1.is_none());
     }
 }

@@ -49,7 +49,10 @@ mod tests {
         assert_eq!(kept(10.0, 5.0, 100).iter().filter(|k| **k).count(), 50);
         assert_eq!(kept(25.0, 10.0, 250).iter().filter(|k| **k).count(), 100);
         assert_eq!(kept(29.97, 5.0, 2997).iter().filter(|k| **k).count(), 500);
-        assert!(kept(5.0, 10.0, 20).iter().all(|k| *k), "never more than the source");
+        assert!(
+            kept(5.0, 10.0, 20).iter().all(|k| *k),
+            "never more than the source"
+        );
     }
 
     #[test]

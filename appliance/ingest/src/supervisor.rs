@@ -56,7 +56,13 @@ pub struct StreamIngest {
 impl StreamIngest {
     /// Blocks until shutdown (or a non-looping file ends). Call on a dedicated thread.
     pub fn run(mut self, tx: SyncSender<Frame>, shutdown: Shutdown) {
-        let block = matches!(self.spec, SourceSpec::File { realtime: false, .. });
+        let block = matches!(
+            self.spec,
+            SourceSpec::File {
+                realtime: false,
+                ..
+            }
+        );
         let name = self.status.name().to_owned();
         while !shutdown.is_triggered() {
             self.status.set_state(StreamState::Connecting);
@@ -73,15 +79,30 @@ impl StreamIngest {
                 detect_fps: self.detect_fps,
             };
             let result = match &self.spec {
-                SourceSpec::File { path, looping: _, realtime } => file::run(path, *realtime, &session),
-                SourceSpec::Rtsp { url, udp, stall_timeout } => rtsp::run(url, *udp, *stall_timeout, &session),
+                SourceSpec::File {
+                    path,
+                    looping: _,
+                    realtime,
+                } => file::run(path, *realtime, &session),
+                SourceSpec::Rtsp {
+                    url,
+                    udp,
+                    stall_timeout,
+                } => rtsp::run(url, *udp, *stall_timeout, &session),
             };
             match result {
                 Ok(SessionEnd::Stopped) => break,
-                Ok(SessionEnd::Ended) if matches!(self.spec, SourceSpec::File { looping: true, .. }) => {
+                Ok(SessionEnd::Ended)
+                    if matches!(self.spec, SourceSpec::File { looping: true, .. }) =>
+                {
                     if self.status.decoded.load(Ordering::Relaxed) == decoded_before {
                         // An empty file would loop at full speed: treat it as a failure.
-                        self.fail(&name, &IngestError::Decode("no frames in file".into()), &shutdown, false);
+                        self.fail(
+                            &name,
+                            &IngestError::Decode("no frames in file".into()),
+                            &shutdown,
+                            false,
+                        );
                     }
                 }
                 Ok(SessionEnd::Ended) => {

@@ -29,7 +29,10 @@ impl CheckReport {
     pub fn is_clean(&self) -> bool {
         self.integrity == "ok"
             && self.events_without_outbox == 0
-            && (self.repaired || (self.missing_blobs.is_empty() && self.corrupt_blobs.is_empty() && self.orphan_files.is_empty()))
+            && (self.repaired
+                || (self.missing_blobs.is_empty()
+                    && self.corrupt_blobs.is_empty()
+                    && self.orphan_files.is_empty()))
     }
 }
 
@@ -67,7 +70,12 @@ impl Store {
         {
             let mut stmt = conn.prepare("SELECT urn, path, size, sha256 FROM blobs")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
             })?;
             for row in rows {
                 let (urn, rel, size, sha) = row?;
@@ -77,7 +85,8 @@ impl Store {
                 match std::fs::read(&path) {
                     Err(_) => report.missing_blobs.push(urn),
                     Ok(bytes) => {
-                        if bytes.len() as i64 != size || hex::encode(Sha256::digest(&bytes)) != sha {
+                        if bytes.len() as i64 != size || hex::encode(Sha256::digest(&bytes)) != sha
+                        {
                             report.corrupt_blobs.push(urn);
                             damaged_files.push(path);
                         }
@@ -96,7 +105,10 @@ impl Store {
             }
             let tx = conn.transaction()?;
             for urn in report.missing_blobs.iter().chain(&report.corrupt_blobs) {
-                tx.execute("UPDATE events SET snapshot = NULL WHERE snapshot = ?1", params![urn])?;
+                tx.execute(
+                    "UPDATE events SET snapshot = NULL WHERE snapshot = ?1",
+                    params![urn],
+                )?;
                 tx.execute("DELETE FROM blobs WHERE urn = ?1", params![urn])?;
             }
             tx.commit()?;

@@ -114,9 +114,17 @@ impl Store {
 
     /// Writes a blob durably (temp file, fsync, rename, fsync directory). The row comes later,
     /// with the event, in [`Store::commit`].
-    pub fn stage_blob(&self, bytes: &[u8], content_type: &'static str) -> Result<StagedBlob, StoreError> {
+    pub fn stage_blob(
+        &self,
+        bytes: &[u8],
+        content_type: &'static str,
+    ) -> Result<StagedBlob, StoreError> {
         let urn = BlobUrn::new(uuid::Uuid::now_v7());
-        let ext = if content_type == "image/jpeg" { "jpg" } else { "bin" };
+        let ext = if content_type == "image/jpeg" {
+            "jpg"
+        } else {
+            "bin"
+        };
         let shard = urn.id()[urn.id().len() - 2..].to_owned();
         let dir = self.blob_dir().join(&shard);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -128,7 +136,9 @@ impl Store {
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&dir))?;
         Ok(StagedBlob {
             urn,
             size: bytes.len() as u64,
@@ -206,7 +216,13 @@ impl Store {
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, String>(5)?,
-                [r.get::<_, f64>(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
+                [
+                    r.get::<_, f64>(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                ],
                 (r.get::<_, u32>(11)?, r.get::<_, u32>(12)?),
                 (r.get::<_, i64>(13)?, r.get::<_, i64>(14)?),
                 r.get::<_, Option<String>>(15)?,
@@ -214,13 +230,15 @@ impl Store {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, id, kind, stream, track_id, label, f, frame_size, (started, at), snapshot) = row?;
+            let (seq, id, kind, stream, track_id, label, f, frame_size, (started, at), snapshot) =
+                row?;
             let corrupt = |reason: String| StoreError::Corrupt { seq, reason };
             out.push(StoredEvent {
                 seq,
                 event: Event {
                     id,
-                    kind: EventKind::parse(&kind).ok_or_else(|| corrupt(format!("kind {kind:?}")))?,
+                    kind: EventKind::parse(&kind)
+                        .ok_or_else(|| corrupt(format!("kind {kind:?}")))?,
                     stream,
                     track_id: track_id as u64,
                     label,
@@ -259,7 +277,11 @@ impl Store {
     /// Events not yet acknowledged by the core.
     pub fn outbox_backlog(&self) -> Result<u64, StoreError> {
         let conn = lock(&self.reader);
-        Ok(conn.query_row("SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     /// The highest event seq, for SSE clients that start now.

@@ -47,7 +47,9 @@ pub(crate) fn prepare(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match version {
         0 => {
-            conn.execute_batch(&format!("BEGIN; {V1} PRAGMA user_version = {VERSION}; COMMIT;"))?;
+            conn.execute_batch(&format!(
+                "BEGIN; {V1} PRAGMA user_version = {VERSION}; COMMIT;"
+            ))?;
         }
         VERSION => {}
         found => {

@@ -23,21 +23,69 @@ fn events_outbox_and_blobs_are_written_together_and_paged_by_cursor() {
     let store = Store::open(dir.path()).unwrap();
     let blob = store.stage_blob(b"jpeg bytes", "image/jpeg").unwrap();
     let e0 = event(0, "a", "person", Some(blob.urn.clone()));
-    let seqs = store.commit(&[e0.clone()], &[blob.clone()]).unwrap();
+    let seqs = store
+        .commit(std::slice::from_ref(&e0), std::slice::from_ref(&blob))
+        .unwrap();
     for n in 1..10 {
-        store.commit(&[event(n, if n % 2 == 0 { "a" } else { "b" }, "car", None)], &[]).unwrap();
+        store
+            .commit(
+                &[event(n, if n % 2 == 0 { "a" } else { "b" }, "car", None)],
+                &[],
+            )
+            .unwrap();
     }
     assert_eq!(store.outbox_backlog().unwrap(), 10);
 
-    let page1 = store.events(&EventQuery { limit: 4, ..Default::default() }).unwrap();
-    assert_eq!(page1.iter().map(|e| e.seq).collect::<Vec<_>>(), [10, 9, 8, 7]);
-    let page2 = store.events(&EventQuery { limit: 4, before: Some(7), ..Default::default() }).unwrap();
-    assert_eq!(page2.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 5, 4, 3]);
-    let only_a = store.events(&EventQuery { limit: 100, stream: Some("a".into()), ..Default::default() }).unwrap();
+    let page1 = store
+        .events(&EventQuery {
+            limit: 4,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        page1.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [10, 9, 8, 7]
+    );
+    let page2 = store
+        .events(&EventQuery {
+            limit: 4,
+            before: Some(7),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [6, 5, 4, 3]
+    );
+    let only_a = store
+        .events(&EventQuery {
+            limit: 100,
+            stream: Some("a".into()),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(only_a.len(), 5);
-    let people = store.events(&EventQuery { limit: 100, label: Some("person".into()), ..Default::default() }).unwrap();
-    assert_eq!(people, vec![aegis_store::StoredEvent { seq: seqs[0], event: e0 }]);
-    let after = store.events(&EventQuery { limit: 100, after: Some(8), ..Default::default() }).unwrap();
+    let people = store
+        .events(&EventQuery {
+            limit: 100,
+            label: Some("person".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        people,
+        vec![aegis_store::StoredEvent {
+            seq: seqs[0],
+            event: e0
+        }]
+    );
+    let after = store
+        .events(&EventQuery {
+            limit: 100,
+            after: Some(8),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [9, 10]);
 
     let info = store.blob(&blob.urn).unwrap().unwrap();
@@ -50,9 +98,20 @@ fn a_duplicate_event_id_rolls_back_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let e = event(1, "a", "person", None);
-    store.commit(&[e.clone()], &[]).unwrap();
-    assert!(store.commit(&[event(2, "a", "person", None), e], &[]).is_err());
-    assert_eq!(store.events(&EventQuery { limit: 10, ..Default::default() }).unwrap().len(), 1);
+    store.commit(std::slice::from_ref(&e), &[]).unwrap();
+    assert!(store
+        .commit(&[event(2, "a", "person", None), e], &[])
+        .is_err());
+    assert_eq!(
+        store
+            .events(&EventQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(store.outbox_backlog().unwrap(), 1);
 }
 
@@ -63,9 +122,17 @@ fn check_finds_and_repairs_orphans_missing_and_damaged_blobs() {
     let good = store.stage_blob(b"good", "image/jpeg").unwrap();
     let gone = store.stage_blob(b"gone", "image/jpeg").unwrap();
     let torn = store.stage_blob(b"torn", "image/jpeg").unwrap();
-    let orphan = store.stage_blob(b"orphan: crashed before its row", "image/jpeg").unwrap();
-    let events = [event(1, "a", "x", Some(good.urn.clone())), event(2, "a", "x", Some(gone.urn.clone())), event(3, "a", "x", Some(torn.urn.clone()))];
-    store.commit(&events, &[good.clone(), gone.clone(), torn.clone()]).unwrap();
+    let orphan = store
+        .stage_blob(b"orphan: crashed before its row", "image/jpeg")
+        .unwrap();
+    let events = [
+        event(1, "a", "x", Some(good.urn.clone())),
+        event(2, "a", "x", Some(gone.urn.clone())),
+        event(3, "a", "x", Some(torn.urn.clone())),
+    ];
+    store
+        .commit(&events, &[good.clone(), gone.clone(), torn.clone()])
+        .unwrap();
     std::fs::remove_file(store.blob(&gone.urn).unwrap().unwrap().path).unwrap();
     std::fs::write(store.blob(&torn.urn).unwrap().unwrap().path, b"to").unwrap();
 
@@ -74,7 +141,9 @@ fn check_finds_and_repairs_orphans_missing_and_damaged_blobs() {
     assert_eq!(report.missing_blobs, [gone.urn.to_string()]);
     assert_eq!(report.corrupt_blobs, [torn.urn.to_string()]);
     assert_eq!(report.orphan_files.len(), 1);
-    assert!(report.orphan_files[0].to_string_lossy().contains(orphan.urn.id()));
+    assert!(report.orphan_files[0]
+        .to_string_lossy()
+        .contains(orphan.urn.id()));
 
     let repaired = store.check(true).unwrap();
     assert!(repaired.is_clean());
@@ -82,14 +151,25 @@ fn check_finds_and_repairs_orphans_missing_and_damaged_blobs() {
     assert!(after.is_clean(), "{after:?}");
     assert_eq!(after.events, 3, "events are never deleted");
     assert_eq!(after.blobs_checked, 1);
-    let kept = store.events(&EventQuery { limit: 10, ..Default::default() }).unwrap();
-    assert_eq!(kept.iter().filter(|e| e.event.snapshot.is_some()).count(), 1);
+    let kept = store
+        .events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        kept.iter().filter(|e| e.event.snapshot.is_some()).count(),
+        1
+    );
 }
 
 #[test]
 fn reopening_keeps_everything_and_a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    Store::open(dir.path()).unwrap().commit(&[event(1, "a", "x", None)], &[]).unwrap();
+    Store::open(dir.path())
+        .unwrap()
+        .commit(&[event(1, "a", "x", None)], &[])
+        .unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.last_seq().unwrap(), 1);
     drop(store);

@@ -193,7 +193,10 @@ mod tests {
     }
 
     fn total(a: &Assignment, cost: &[f32], cols: usize, limit: f32) -> f32 {
-        a.matches.iter().map(|&(r, c)| limit - cost[r * cols + c]).sum()
+        a.matches
+            .iter()
+            .map(|&(r, c)| limit - cost[r * cols + c])
+            .sum()
     }
 
     #[test]
@@ -217,7 +220,9 @@ mod tests {
     fn matches_exhaustive_search_on_random_matrices() {
         let mut seed = 12345u64;
         let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 40) as f32 / (1u64 << 24) as f32
         };
         for _ in 0..300 {
@@ -227,7 +232,10 @@ mod tests {
             let a = assign(&cost, rows, cols, 0.6);
             let got = total(&a, &cost, cols, 0.6);
             let want = brute(&cost, rows, cols, 0.6);
-            assert!((got - want).abs() < 1e-4, "got {got} want {want} for {cost:?}");
+            assert!(
+                (got - want).abs() < 1e-4,
+                "got {got} want {want} for {cost:?}"
+            );
             let mut cs: Vec<_> = a.matches.iter().map(|m| m.1).collect();
             cs.sort_unstable();
             cs.dedup();

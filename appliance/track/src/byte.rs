@@ -76,7 +76,11 @@ impl Tracklet {
     fn absorb(&mut self, det: &Detection, frame: u64) {
         self.kalman.update(xyah(&det.bbox));
         self.score = det.score;
-        self.hits = if self.state == State::Lost { 1 } else { self.hits + 1 };
+        self.hits = if self.state == State::Lost {
+            1
+        } else {
+            self.hits + 1
+        };
         self.state = State::Tracked;
         self.last_frame = frame;
     }
@@ -140,7 +144,10 @@ impl Tracker for ByteTracker {
         self.ended.clear();
         let p = self.params.clone();
 
-        let high: Vec<&Detection> = detections.iter().filter(|d| d.score >= p.high_score).collect();
+        let high: Vec<&Detection> = detections
+            .iter()
+            .filter(|d| d.score >= p.high_score)
+            .collect();
         let low: Vec<&Detection> = detections
             .iter()
             .filter(|d| d.score >= p.low_score && d.score < p.high_score)
@@ -218,7 +225,11 @@ impl Tracker for ByteTracker {
             self.tracks.push(Tracklet {
                 id,
                 kalman: Kalman::new(xyah(&d.bbox)),
-                state: if confirmed { State::Tracked } else { State::Tentative },
+                state: if confirmed {
+                    State::Tracked
+                } else {
+                    State::Tentative
+                },
                 score: d.score,
                 class_id: d.class_id,
                 label: d.label.clone(),
@@ -366,7 +377,7 @@ mod tests {
         let person = det(0.0, 0.0, 0.9);
         let c = t.update(&[car.clone()])[0].id;
         t.update(&[car]);
-        let tracks = t.update(&[person.clone()]);
+        let tracks = t.update(&[person]);
         assert!(tracks.iter().all(|tr| tr.id != c));
     }
 }

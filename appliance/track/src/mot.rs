@@ -42,7 +42,10 @@ pub fn read_mot_detections(input: impl BufRead) -> Result<Vec<MotRow>, MotError>
         };
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() < 7 {
-            return Err(bad(format!("expected at least 7 fields, found {}", fields.len())));
+            return Err(bad(format!(
+                "expected at least 7 fields, found {}",
+                fields.len()
+            )));
         }
         let num = |i: usize| {
             fields[i]
@@ -53,9 +56,17 @@ pub fn read_mot_detections(input: impl BufRead) -> Result<Vec<MotRow>, MotError>
         };
         let frame = num(0)?;
         if frame < 1.0 || frame.fract() != 0.0 || frame > f64::from(u32::MAX) {
-            return Err(bad(format!("frame must be a positive integer, got {}", fields[0])));
+            return Err(bad(format!(
+                "frame must be a positive integer, got {}",
+                fields[0]
+            )));
         }
-        let (x, y, w, h) = (num(2)? as f32, num(3)? as f32, num(4)? as f32, num(5)? as f32);
+        let (x, y, w, h) = (
+            num(2)? as f32,
+            num(3)? as f32,
+            num(4)? as f32,
+            num(5)? as f32,
+        );
         if w < 0.0 || h < 0.0 {
             return Err(bad("negative box size".into()));
         }
@@ -120,10 +131,14 @@ mod tests {
 
     #[test]
     fn parses_and_reports_bad_lines_by_number() {
-        let ok = read_mot_detections("1,-1,10,20,30,40,0.9,-1,-1,-1\n\n2,-1,11,20,30,40,0.8\n".as_bytes()).unwrap();
+        let ok = read_mot_detections(
+            "1,-1,10,20,30,40,0.9,-1,-1,-1\n\n2,-1,11,20,30,40,0.8\n".as_bytes(),
+        )
+        .unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].bbox, BBox::from_xywh(11.0, 20.0, 30.0, 40.0));
-        let err = read_mot_detections("1,-1,10,20,30,40,0.9\n1,-1,x,20,30,40,0.9\n".as_bytes()).unwrap_err();
+        let err = read_mot_detections("1,-1,10,20,30,40,0.9\n1,-1,x,20,30,40,0.9\n".as_bytes())
+            .unwrap_err();
         assert!(err.to_string().starts_with("line 2: field 3"), "{err}");
         assert!(read_mot_detections("0,-1,1,1,1,1,1\n".as_bytes()).is_err());
         assert!(read_mot_detections("1,-1,1,1\n".as_bytes()).is_err());
@@ -144,6 +159,9 @@ mod tests {
         assert!(tracks.iter().all(|t| t.id == 1));
         let mut buf = Vec::new();
         write_mot_tracks(&tracks[..1], &mut buf).unwrap();
-        assert_eq!(String::from_utf8(buf).unwrap(), "1,1,10.00,0.00,50.00,100.00,1,-1,-1,-1\n");
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "1,1,10.00,0.00,50.00,100.00,1,-1,-1,-1\n"
+        );
     }
 }

@@ -1,1 +1,166 @@
+//! The on-box HTTP API (axum): health, streams, events with cursor pagination, a live event
+//! stream (SSE, resumable with `Last-Event-ID`), blobs by URN, and a small status page.
+//! Every error is an RFC 9457 problem document.
 
+mod problem;
+mod sse;
+
+use std::sync::Arc;
+
+use aegis_base::Shutdown;
+use aegis_domain::BlobUrn;
+use aegis_ingest::{StreamState, StreamStatus, StreamStatusView};
+use aegis_pipeline::LiveEvent;
+use aegis_store::{EventQuery, Store, StoredEvent};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use problem::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    pub store: Arc<Store>,
+    pub streams: Vec<Arc<StreamStatus>>,
+    pub live: broadcast::Sender<LiveEvent>,
+    pub shutdown: Shutdown,
+}
+
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/health", get(health))
+        .route("/api/streams", get(streams))
+        .route("/api/events", get(events))
+        .route("/api/events/stream", get(sse::stream))
+        .route("/api/blobs/{urn}", get(blob))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}
+
+/// Serves until shutdown is triggered.
+pub async fn serve(listener: tokio::net::TcpListener, state: WebState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.triggered().await })
+        .await
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../assets/index.html"))
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    streams_online: usize,
+    streams_total: usize,
+}
+
+async fn health(State(s): State<WebState>) -> Json<Health> {
+    let online = s
+        .streams
+        .iter()
+        .filter(|st| st.view().state == StreamState::Online)
+        .count();
+    Json(Health {
+        status: if online == s.streams.len() {
+            "ok"
+        } else {
+            "degraded"
+        },
+        version: env!("CARGO_PKG_VERSION"),
+        streams_online: online,
+        streams_total: s.streams.len(),
+    })
+}
+
+async fn streams(State(s): State<WebState>) -> Json<Vec<StreamStatusView>> {
+    Json(s.streams.iter().map(|st| st.view()).collect())
+}
+
+const MAX_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsParams {
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    stream: Option<String>,
+    label: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EventsPage {
+    events: Vec<StoredEvent>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+async fn events(
+    State(s): State<WebState>,
+    params: Result<Query<EventsParams>, QueryRejection>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = p.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!("limit must be 1-{MAX_PAGE}")));
+    }
+    let before = p
+        .cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| ApiError::BadRequest(format!("invalid cursor {c:?}")))
+        })
+        .transpose()?;
+    let q = EventQuery {
+        stream: p.stream,
+        label: p.label,
+        before,
+        after: None,
+        limit,
+    };
+    let store = s.store.clone();
+    let events = tokio::task::spawn_blocking(move || store.events(&q)).await??;
+    let next_cursor = (events.len() == limit)
+        .then(|| events.last().map(|e| e.seq.to_string()))
+        .flatten();
+    Ok(Json(EventsPage {
+        events,
+        next_cursor,
+    }))
+}
+
+async fn blob(State(s): State<WebState>, Path(urn): Path<String>) -> Result<Response, ApiError> {
+    let urn = BlobUrn::parse(&urn).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let store = s.store.clone();
+    let lookup = urn.clone();
+    let info = tokio::task::spawn_blocking(move || store.blob(&lookup))
+        .await??
+        .ok_or_else(|| ApiError::NotFound(format!("no blob {urn}")))?;
+    let bytes = tokio::fs::read(&info.path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blob {urn} is unreadable: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, info.content_type),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_owned(),
+            ),
+            (header::ETAG, format!("\"{}\"", info.sha256)),
+        ],
+        bytes,
+    )
+        .into_response())
+}

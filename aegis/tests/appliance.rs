@@ -1,0 +1,223 @@
+//! The appliance end to end on the real demo clip, the real model and the real HTTP API:
+//! what a user sees after starting it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_config::Config;
+use aegis_pipeline::Appliance;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn config(dir: &Path, cameras: &str) -> Config {
+    let text = format!(
+        "cameras:\n{cameras}\ndetector:\n  model: {}/models/centernet_mbv3_coco80.yaml\nstorage:\n  dir: {}\n",
+        repo().display(),
+        dir.display()
+    );
+    Config::parse(&text, dir, &|_| None).unwrap()
+}
+
+fn clip() -> String {
+    repo()
+        .join("hil-tests/fixtures/vtest_h264.mp4")
+        .display()
+        .to_string()
+}
+
+/// Serves the API for `appliance` on an ephemeral port; returns its base URL.
+async fn serve(appliance: &Appliance) -> String {
+    let state = aegis_web::WebState {
+        store: appliance.store.clone(),
+        streams: appliance.streams.clone(),
+        live: appliance.feed(),
+        shutdown: appliance.shutdown_handle(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(aegis_web::serve(listener, state));
+    format!("http://{addr}")
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("condition not reached in 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first 20 s of the clip as fast as possible, so the test does not wait for real time.
+    let trimmed = dir.path().join("first20s.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            &clip(),
+            "-t",
+            "20",
+            "-c",
+            "copy",
+        ])
+        .arg(&trimmed)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cfg = config(
+        dir.path(),
+        &format!("  - {{name: plaza, url: '{}', realtime: false, detect_fps: 5}}\n  - {{name: broken, url: '{}/missing.mp4', reconnect_initial_s: 0.1, reconnect_max_s: 0.2}}", trimmed.display(), dir.path().display()),
+    );
+    let appliance = Appliance::start(
+        &cfg,
+        &aegis_detect::default_ort_library(),
+        Arc::new(aegis_base::SystemClock),
+    )
+    .unwrap();
+    let base = serve(&appliance).await;
+    let http = reqwest::Client::new();
+    let mut sse = http
+        .get(format!("{base}/api/events/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+
+    let plaza = appliance.streams[0].clone();
+    wait_for(|| {
+        let v = plaza.view();
+        v.state == aegis_ingest::StreamState::Finished && v.frames_detected == v.frames_sampled
+    })
+    .await;
+    let view = plaza.view();
+    assert_eq!(view.frames_decoded, 200, "20 s at 10 fps");
+    // 5 of every 10 frames go to the detector (the stream-copied cut shifts a frame or two).
+    assert!((95..=100).contains(&view.frames_sampled), "{view:?}");
+    assert_eq!(view.frames_detected, view.frames_sampled);
+    assert_eq!(
+        view.frames_dropped, 0,
+        "a file read as fast as possible waits, it never drops"
+    );
+
+    // The other camera's file is missing: it is offline with a clear error, plaza was unaffected.
+    let streams: serde_json::Value = http
+        .get(format!("{base}/api/streams"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(streams[1]["state"], "offline");
+    assert!(
+        streams[1]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot open"),
+        "{streams}"
+    );
+    assert!(streams[1]["reconnects"].as_u64().unwrap() >= 1);
+
+    // Every new object has a snapshot we can fetch; people are found in the plaza.
+    let page: serde_json::Value = http
+        .get(format!("{base}/api/events?limit=500"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = page["events"].as_array().unwrap();
+    let new: Vec<_> = events.iter().filter(|e| e["kind"] == "new").collect();
+    let people = new.iter().filter(|e| e["label"] == "person").count();
+    assert!(
+        people >= 5,
+        "expected several people in 20 s of the plaza, got {people}"
+    );
+    let urn = new[0]["snapshot"]
+        .as_str()
+        .expect("new events carry a snapshot URN");
+    let jpeg = http
+        .get(format!("{base}/api/blobs/{urn}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jpeg.headers()["content-type"], "image/jpeg");
+    assert_eq!(&jpeg.bytes().await.unwrap()[..2], &[0xFF, 0xD8]);
+
+    // Track ids are stable: each has exactly one `new`.
+    let mut ids: Vec<_> = new
+        .iter()
+        .map(|e| e["track_id"].as_u64().unwrap())
+        .collect();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+
+    // The live stream delivered the same events, in order, with seq ids.
+    let live_ids = sse_ids(&mut sse).await;
+    let mut stored: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    stored.sort();
+    assert_eq!(live_ids, stored);
+
+    // Resume: a client that saw up to the 3rd event gets exactly the rest.
+    let resumed = http
+        .get(format!("{base}/api/events/stream"))
+        .header("Last-Event-ID", stored[2].to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut resumed = resumed;
+    let again = sse_ids(&mut resumed).await;
+    assert_eq!(again, stored[3..]);
+
+    // Errors are problem documents.
+    for (path, status) in [
+        ("/api/events?limit=0", 400),
+        ("/api/events?cursor=abc", 400),
+        ("/api/events?colour=red", 400),
+        ("/api/blobs/urn:aegis:blob:..%2F..%2Fetc%2Fpasswd", 400),
+        (
+            "/api/blobs/urn:aegis:blob:01a20d9b-c127-764e-99a2-022f0aec4881",
+            404,
+        ),
+        ("/api/nope", 404),
+    ] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["status"], status);
+    }
+
+    let store = appliance.store.clone();
+    appliance.stop();
+    assert!(store.check(false).unwrap().is_clean());
+}
+
+/// The `id:` of every SSE event received until the stream is quiet for half a second.
+async fn sse_ids(resp: &mut reqwest::Response) -> Vec<i64> {
+    let mut text = String::new();
+    while let Ok(Ok(Some(chunk))) =
+        tokio::time::timeout(Duration::from_millis(500), resp.chunk()).await
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|v| v.parse().unwrap())
+        .collect()
+}

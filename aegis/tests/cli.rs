@@ -1,0 +1,98 @@
+//! The binary as a user runs it.
+
+use std::process::Command;
+
+fn aegis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aegis"))
+}
+
+#[test]
+fn validate_lists_every_error_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "cameras:\n  - {name: Door, url: 'rtsp://u:${NO_SUCH_VAR}@cam/', detect_fps: -1}\ndetector: {nms_iou: 3}\nhttp: {listen: nowhere}\n").unwrap();
+    let out = aegis().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "cameras[0].name",
+        "cameras[0].url: environment variable NO_SUCH_VAR is not set",
+        "cameras[0].detect_fps",
+        "detector.nms_iou",
+        "http.listen",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "cameras:\n  - {name: door, url: 'rtsp://cam/live'}\n",
+    )
+    .unwrap();
+    let out = aegis().arg("validate").arg(&good).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 camera(s))"));
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "cameras: []\nstorage: {dir: data}\nunknown: 1\n").unwrap();
+    let out = aegis()
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing created for a config that failed"
+    );
+}
+
+#[test]
+fn track_reads_mot_detections_and_writes_mot_tracks() {
+    let dir = tempfile::tempdir().unwrap();
+    let det = dir.path().join("det.txt");
+    let lines: String = (1..=10)
+        .map(|f| {
+            format!(
+                "{f},-1,{},100,40,90,0.9,-1,-1,-1\n{f},-1,500,{},40,90,0.8,-1,-1,-1\n",
+                10 * f,
+                20 + 5 * f
+            )
+        })
+        .collect();
+    std::fs::write(&det, lines).unwrap();
+    let res = dir.path().join("res.txt");
+    let out = aegis()
+        .args(["track", "--mot-det"])
+        .arg(&det)
+        .arg("--out")
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&res).unwrap();
+    let ids: std::collections::BTreeSet<&str> =
+        text.lines().map(|l| l.split(',').nth(1).unwrap()).collect();
+    assert_eq!(text.lines().count(), 20);
+    assert_eq!(ids.len(), 2, "two objects, two stable ids");
+
+    std::fs::write(&det, "1,-1,oops\n").unwrap();
+    let out = aegis()
+        .args(["track", "--mot-det"])
+        .arg(&det)
+        .arg("--out")
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up everything and runs every test: formatting, lints, all crates, both detector backends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ORT_LIB=$(bash scripts/setup.sh | tail -n 1)
+export AEGIS_ORT_LIB="$ORT_LIB"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aegis/target}"
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+cargo test --workspace --all-features --locked
