@@ -63,6 +63,9 @@ pub(crate) fn run(
         .enable_all()
         .build()
         .map_err(|e| IngestError::Rtsp(format!("runtime: {e}")))?;
+    // retina tears sessions down when they are dropped, which needs the runtime: keep it entered
+    // until everything below (declared later, dropped earlier) is gone.
+    let _entered = rt.enter();
     let stopped = || async { s.shutdown.triggered().await };
 
     let connect = async {
