@@ -32,6 +32,14 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// End-to-end benchmark: run the config for a while and report glass-to-event latency
+    /// (frame read -> event committed and on the live feed that SSE serves).
+    Bench {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run the tracker alone on MOTChallenge detections.
     Track {
         #[arg(long)]
@@ -103,6 +111,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             aegis_track::write_mot_tracks(&tracks, std::io::BufWriter::new(file))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench { config, seconds } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            bench(&config, std::time::Duration::from_secs(seconds))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { config } => {
             let config = match load_config(&config) {
                 Ok(c) => c,
@@ -143,4 +159,54 @@ fn serve(config: Config) -> anyhow::Result<()> {
     });
     appliance.stop();
     result
+}
+
+fn bench(config: &Config, duration: std::time::Duration) -> anyhow::Result<()> {
+    let appliance = aegis_pipeline::Appliance::start(
+        config,
+        &aegis_detect::default_ort_library(),
+        Arc::new(aegis_base::SystemClock),
+    )?;
+    let mut feed = appliance.feed().subscribe();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let end = std::time::Instant::now() + duration;
+    let (mut total, mut own, mut inference) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        match runtime.block_on(async { tokio::time::timeout(left, feed.recv()).await }) {
+            Ok(Ok(e)) => {
+                let glass = e.read_at.elapsed().as_secs_f64() * 1e3;
+                let inf = e.inference.as_secs_f64() * 1e3;
+                total.push(glass);
+                inference.push(inf);
+                own.push(glass - inf);
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                tracing::warn!(missed = n, "benchmark fell behind")
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => break,
+        }
+    }
+    let streams: Vec<_> = appliance.streams.iter().map(|s| s.view()).collect();
+    appliance.stop();
+    let report = serde_json::json!({
+        "events": total.len(),
+        "seconds": duration.as_secs(),
+        "glass_to_event_ms": percentiles(&mut total),
+        "pipeline_share_ms": percentiles(&mut own),
+        "inference_ms": percentiles(&mut inference),
+        "streams": streams,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn percentiles(v: &mut [f64]) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .map(|x| (x * 100.0).round() / 100.0)
+    };
+    serde_json::json!({"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": v.last()})
 }
