@@ -109,14 +109,7 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
     );
 
     // The other camera's file is missing: it is offline with a clear error, plaza was unaffected.
-    let streams: serde_json::Value = http
-        .get(format!("{base}/api/streams"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let streams = get_json(&http, &format!("{base}/api/streams")).await;
     assert_eq!(streams[1]["state"], "offline");
     assert!(
         streams[1]["last_error"]
@@ -128,14 +121,7 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
     assert!(streams[1]["reconnects"].as_u64().unwrap() >= 1);
 
     // Every new object has a snapshot we can fetch; people are found in the plaza.
-    let page: serde_json::Value = http
-        .get(format!("{base}/api/events?limit=500"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&http, &format!("{base}/api/events?limit=500")).await;
     let events = page["events"].as_array().unwrap();
     let new: Vec<_> = events.iter().filter(|e| e["kind"] == "new").collect();
     let people = new.iter().filter(|e| e["label"] == "person").count();
@@ -206,6 +192,10 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
     let store = appliance.store.clone();
     appliance.stop();
     assert!(store.check(false).unwrap().is_clean());
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// The `id:` of every SSE event received until the stream is quiet for half a second.

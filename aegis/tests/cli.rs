@@ -71,13 +71,7 @@ fn track_reads_mot_detections_and_writes_mot_tracks() {
         .collect();
     std::fs::write(&det, lines).unwrap();
     let res = dir.path().join("res.txt");
-    let out = aegis()
-        .args(["track", "--mot-det"])
-        .arg(&det)
-        .arg("--out")
-        .arg(&res)
-        .output()
-        .unwrap();
+    let out = track(&det, &res);
     assert!(out.status.success());
     let text = std::fs::read_to_string(&res).unwrap();
     let ids: std::collections::BTreeSet<&str> =
@@ -86,13 +80,17 @@ fn track_reads_mot_detections_and_writes_mot_tracks() {
     assert_eq!(ids.len(), 2, "two objects, two stable ids");
 
     std::fs::write(&det, "1,-1,oops\n").unwrap();
-    let out = aegis()
-        .args(["track", "--mot-det"])
-        .arg(&det)
-        .arg("--out")
-        .arg(&res)
-        .output()
-        .unwrap();
+    let out = track(&det, &res);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+}
+
+fn track(det: &std::path::Path, res: &std::path::Path) -> std::process::Output {
+    aegis()
+        .args(["track", "--mot-det"])
+        .arg(det)
+        .arg("--out")
+        .arg(res)
+        .output()
+        .unwrap()
 }

@@ -34,17 +34,25 @@ fn shape_err(decoder: &'static str, reason: String) -> DetectError {
     DetectError::OutputShape { decoder, reason }
 }
 
+fn single_output<'a>(
+    decoder: &'static str,
+    outputs: &'a [OutputTensor],
+) -> Result<&'a OutputTensor, DetectError> {
+    match outputs {
+        [out] => Ok(out),
+        _ => Err(shape_err(
+            decoder,
+            format!("expected 1 output, got {}", outputs.len()),
+        )),
+    }
+}
+
 fn centernet(
     outputs: &[OutputTensor],
     classes: usize,
     min_score: f32,
 ) -> Result<Vec<RawDetection>, DetectError> {
-    let [out] = outputs else {
-        return Err(shape_err(
-            "centernet",
-            format!("expected 1 output, got {}", outputs.len()),
-        ));
-    };
+    let out = single_output("centernet", outputs)?;
     let n = match out.shape[..] {
         [1, n, 6] => n,
         _ => {
@@ -148,12 +156,7 @@ fn yolo(
     classes: usize,
     min_score: f32,
 ) -> Result<Vec<RawDetection>, DetectError> {
-    let [out] = outputs else {
-        return Err(shape_err(
-            "yolo",
-            format!("expected 1 output, got {}", outputs.len()),
-        ));
-    };
+    let out = single_output("yolo", outputs)?;
     let (n, stride, with_objectness, transposed) = match out.shape[..] {
         [1, n, k] if k == 5 + classes => (n, k, true, false),
         [1, k, n] if k == 4 + classes => (n, k, false, true),
