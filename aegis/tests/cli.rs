@@ -57,6 +57,53 @@ fn run_refuses_a_bad_config_before_starting_anything() {
 }
 
 #[test]
+fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cameras: [{{name: plaza, url: '{}/hil-tests/fixtures/vtest_h264.mp4', loop: true}}]\ndetector: {{model: '{}/models/ssdlite_mbv2_person.yaml'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\n",
+            repo.display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let mut child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    let mut healthy = false;
+    for _ in 0..300 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /api/health HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            healthy = body.contains("\"version\"");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(healthy, "the API did not come up");
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must stop the appliance cleanly: {status:?}"
+    );
+    assert!(dir.path().join("data/aegis.db").exists());
+}
+
+#[test]
 fn track_reads_mot_detections_and_writes_mot_tracks() {
     let dir = tempfile::tempdir().unwrap();
     let det = dir.path().join("det.txt");
