@@ -8,7 +8,7 @@ mod shutdown;
 mod telemetry;
 
 pub use backoff::Backoff;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, SystemClock};
 pub use redact::redact_url;
 pub use shutdown::Shutdown;
 pub use telemetry::init_tracing;

@@ -110,10 +110,6 @@ impl ObjectDetector {
         }
     }
 
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
     /// The size images must be resized to before `detect`.
     pub fn input_size(&self) -> (u32, u32) {
         (self.manifest.input.width, self.manifest.input.height)

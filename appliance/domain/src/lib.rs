@@ -29,8 +29,6 @@ pub struct Track {
     pub score: f32,
     pub class_id: u32,
     pub label: Arc<str>,
-    /// Frames in a row, including this one, where the track was matched to a detection.
-    pub hits: u32,
 }
 
 /// Turns detections into tracks, one call per processed frame. Synchronous and pure.

@@ -14,6 +14,4 @@ pub enum IngestError {
     Rtsp(String),
     #[error("stalled: no frame for {0:.1} s")]
     Stalled(f64),
-    #[error("stream ended")]
-    Ended,
 }

@@ -144,7 +144,6 @@ mod tests {
             score,
             class_id: 0,
             label: Arc::from("person"),
-            hits: 2,
         }
     }
 

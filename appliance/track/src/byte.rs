@@ -56,7 +56,6 @@ struct Tracklet {
     score: f32,
     class_id: u32,
     label: Arc<str>,
-    hits: u32,
     last_frame: u64,
     start_frame: u64,
 }
@@ -76,11 +75,6 @@ impl Tracklet {
     fn absorb(&mut self, det: &Detection, frame: u64) {
         self.kalman.update(xyah(&det.bbox));
         self.score = det.score;
-        self.hits = if self.state == State::Lost {
-            1
-        } else {
-            self.hits + 1
-        };
         self.state = State::Tracked;
         self.last_frame = frame;
     }
@@ -233,7 +227,6 @@ impl Tracker for ByteTracker {
                 score: d.score,
                 class_id: d.class_id,
                 label: d.label.clone(),
-                hits: 1,
                 last_frame: self.frame,
                 start_frame: self.frame,
             });
@@ -250,7 +243,6 @@ impl Tracker for ByteTracker {
                 score: t.score,
                 class_id: t.class_id,
                 label: t.label.clone(),
-                hits: t.hits,
             })
             .collect()
     }
