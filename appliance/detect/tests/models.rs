@@ -111,21 +111,55 @@ fn blank_images_give_no_detections_on_either_model() {
     }
 }
 
+/// Frame 5 of the demo clip, resized (bilinear) to `w x h` packed RGB by the `ffmpeg` CLI.
+fn demo_frame(w: u32, h: u32) -> Vec<u8> {
+    let clip =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hil-tests/fixtures/vtest_h264.mp4");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-i"])
+        .arg(clip)
+        .args([
+            "-vf",
+            &format!("select=eq(n\\,5),scale={w}:{h}:flags=bilinear"),
+            "-vframes",
+            "1",
+        ])
+        .args(["-pix_fmt", "rgb24", "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), (w * h * 3) as usize);
+    out.stdout
+}
+
+#[test]
+fn both_shipped_models_find_the_people_in_the_plaza() {
+    for (name, size) in [("centernet_mbv3_coco80", 512), ("ssdlite_mbv2_person", 300)] {
+        let mut d = load(&models().join(format!("{name}.yaml")), BackendKind::Ort).unwrap();
+        let people = d
+            .detect(&demo_frame(size, size), 768, 576)
+            .unwrap()
+            .into_iter()
+            .filter(|x| &*x.label == "person")
+            .count();
+        assert!(people >= 2, "{name}: {people} people on frame 5");
+    }
+}
+
 #[cfg(feature = "tract")]
 #[test]
 fn tract_and_onnx_runtime_agree() {
     let manifest = models().join("ssdlite_mbv2_person.yaml");
     let mut a = load(&manifest, BackendKind::Ort).unwrap();
     let mut b = load(&manifest, BackendKind::Tract).unwrap();
-    // A synthetic scene: a dark upright figure on a light background.
-    let mut img = vec![200u8; 300 * 300 * 3];
-    for y in 60..260 {
-        for x in 120..180 {
-            img[(y * 300 + x) * 3..(y * 300 + x) * 3 + 3].copy_from_slice(&[40, 40, 60]);
-        }
-    }
-    let da = a.detect(&img, 300, 300).unwrap();
-    let db = b.detect(&img, 300, 300).unwrap();
+    let img = demo_frame(300, 300);
+    let da = a.detect(&img, 768, 576).unwrap();
+    let db = b.detect(&img, 768, 576).unwrap();
+    assert!(!da.is_empty(), "the frame has people in it");
     assert_eq!(da.len(), db.len());
     for (x, y) in da.iter().zip(&db) {
         assert!(
