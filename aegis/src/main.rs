@@ -177,7 +177,8 @@ fn bench(config: &Config, duration: std::time::Duration) -> anyhow::Result<()> {
         .enable_time()
         .build()?;
     let end = std::time::Instant::now() + duration;
-    let (mut total, mut own, mut inference) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut total, mut own, mut inference) = (vec![], vec![], vec![]);
+    let (mut decode, mut after_decode) = (vec![], vec![]);
     while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
         match runtime.block_on(async { tokio::time::timeout(left, feed.recv()).await }) {
             Ok(Ok(e)) => {
@@ -186,6 +187,9 @@ fn bench(config: &Config, duration: std::time::Duration) -> anyhow::Result<()> {
                 total.push(glass);
                 inference.push(inf);
                 own.push(glass - inf);
+                let dec = e.decode.as_secs_f64() * 1e3;
+                decode.push(dec);
+                after_decode.push(glass - inf - dec);
             }
             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
                 tracing::warn!(missed = n, "benchmark fell behind")
@@ -201,6 +205,8 @@ fn bench(config: &Config, duration: std::time::Duration) -> anyhow::Result<()> {
         "glass_to_event_ms": percentiles(&mut total),
         "pipeline_share_ms": percentiles(&mut own),
         "inference_ms": percentiles(&mut inference),
+        "decode_ms": percentiles(&mut decode),
+        "pipeline_share_after_decode_ms": percentiles(&mut after_decode),
         "streams": streams,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -46,7 +46,7 @@ impl RgbConverter {
                     ff::format::Pixel::RGB24,
                     w,
                     h,
-                    scaling::Flags::BILINEAR,
+                    scaling::Flags::FAST_BILINEAR,
                 )
                 .map_err(|e| IngestError::Decode(format!("cannot convert {key:?}: {e}")))?;
                 &mut slot.insert((ctx, key)).0

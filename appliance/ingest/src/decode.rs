@@ -21,6 +21,8 @@ pub struct Frame {
     pub wall_ms: i64,
     /// When the packet that completed this frame was read from the source: the "glass" time.
     pub read_at: Instant,
+    /// When the decoder handed the picture over (decode time = this − `read_at`).
+    pub decoded_at: Instant,
     pub width: u32,
     pub height: u32,
     /// Packed RGB24 at the model's input size.
@@ -131,6 +133,7 @@ impl VideoDecoder {
     fn drain(&mut self, read_at: Instant, sink: &FrameSink) -> Result<bool, IngestError> {
         let mut frame = ff::frame::Video::empty();
         while self.decoder.receive_frame(&mut frame).is_ok() {
+            let decoded_at = Instant::now();
             let wall_ms = sink.clock.now_ms();
             sink.status.frame_decoded(wall_ms);
             self.seq += 1;
@@ -151,6 +154,7 @@ impl VideoDecoder {
                 pts_s,
                 wall_ms,
                 read_at,
+                decoded_at,
                 width: full.width(),
                 height: full.height(),
                 input,

@@ -28,6 +28,9 @@ pub struct StreamStatus {
     pub dropped: AtomicU64,
     pub detected: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Snapshots that events named but that could not be stored (queue full, encode or disk
+    /// error); those events stay, without a snapshot.
+    pub snapshots_lost: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -55,6 +58,7 @@ pub struct StreamStatusView {
     pub frames_dropped: u64,
     pub frames_detected: u64,
     pub reconnects: u64,
+    pub snapshots_lost: u64,
 }
 
 impl StreamStatus {
@@ -75,6 +79,7 @@ impl StreamStatus {
             dropped: AtomicU64::new(0),
             detected: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            snapshots_lost: AtomicU64::new(0),
         }
     }
 
@@ -128,6 +133,7 @@ impl StreamStatus {
             frames_dropped: self.dropped.load(Ordering::Relaxed),
             frames_detected: self.detected.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            snapshots_lost: self.snapshots_lost.load(Ordering::Relaxed),
         }
     }
 }

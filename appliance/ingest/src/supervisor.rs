@@ -26,6 +26,21 @@ pub enum SourceSpec {
     },
 }
 
+impl SourceSpec {
+    /// Whether frames arrive at the source's own pace (a camera, a file read in real time):
+    /// then a stage that falls behind drops work rather than wait. A file read as fast as
+    /// possible is never paced: every stage waits for the next, and nothing is dropped.
+    pub fn is_paced(&self) -> bool {
+        !matches!(
+            self,
+            SourceSpec::File {
+                realtime: false,
+                ..
+            }
+        )
+    }
+}
+
 /// How a session ended without an error.
 pub(crate) enum SessionEnd {
     /// End of file.
@@ -56,13 +71,7 @@ pub struct StreamIngest {
 impl StreamIngest {
     /// Blocks until shutdown (or a non-looping file ends). Call on a dedicated thread.
     pub fn run(mut self, tx: SyncSender<Frame>, shutdown: Shutdown) {
-        let block = matches!(
-            self.spec,
-            SourceSpec::File {
-                realtime: false,
-                ..
-            }
-        );
+        let block = !self.spec.is_paced();
         let name = self.status.name().to_owned();
         while !shutdown.is_triggered() {
             self.status.set_state(StreamState::Connecting);

@@ -1,12 +1,15 @@
 //! The appliance's hot path, wired: per camera, an ingest thread (decode, sample, resize) feeds a
-//! bounded queue to a detect thread (detect, track, lifecycle, snapshot, commit). Everything per
-//! frame is in-process and synchronous; committed events are broadcast to live subscribers (SSE).
+//! bounded queue to a detect thread (detect, track, lifecycle, commit). Everything per frame is
+//! in-process and synchronous; committed events are broadcast to live subscribers (SSE). One
+//! snapshot thread, shared by the cameras, encodes and stores snapshots after the events that
+//! name them are committed.
 
 mod lifecycle;
 mod snapshot;
 
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,15 +17,16 @@ use std::time::{Duration, Instant};
 use aegis_base::{Backoff, Clock, Shutdown};
 use aegis_config::{Backend, CameraConfig, Config};
 use aegis_detect::{BackendKind, DetectError, ObjectDetector, PostProcess};
-use aegis_domain::Tracker;
-use aegis_ingest::{Frame, RgbConverter, SourceSpec, StreamIngest, StreamStatus};
-use aegis_store::{StagedBlob, Store, StoreError, StoredEvent};
+use aegis_domain::{BlobUrn, Tracker};
+use aegis_ingest::{Frame, SourceSpec, StreamIngest, StreamStatus};
+use aegis_store::{Store, StoreError, StoredEvent};
 use aegis_track::{ByteTracker, TrackerParams};
 use tokio::sync::broadcast;
-use tracing::{error, info, info_span, warn};
+use tracing::{error, info, info_span};
 
 pub use lifecycle::{Lifecycle, Pending};
 pub use snapshot::encode_snapshot;
+use snapshot::SnapshotJob;
 
 /// Frames waiting for the detector, per camera. Small on purpose: stale frames are worth less
 /// than fresh ones, so a slow detector drops (and counts) rather than queues.
@@ -46,6 +50,8 @@ pub struct LiveEvent {
     pub stored: StoredEvent,
     /// When the frame behind this event was read from its source.
     pub read_at: Instant,
+    /// Time the decoder spent on that frame.
+    pub decode: Duration,
     /// Time the detector spent on that frame.
     pub inference: Duration,
 }
@@ -69,6 +75,13 @@ impl Appliance {
     ) -> Result<Appliance, PipelineError> {
         aegis_ingest::init().map_err(|e| PipelineError::Media(e.to_string()))?;
         let store = Arc::new(Store::open(&config.storage.dir)?);
+        let lost = store.recover_lost_snapshots()?;
+        if lost > 0 {
+            info!(
+                lost,
+                "events kept without the snapshots a crash stopped from landing"
+            );
+        }
         let (events, _) = broadcast::channel(1024);
         let shutdown = Shutdown::new();
         let mut workers = Vec::new();
@@ -87,8 +100,13 @@ impl Appliance {
             shutdown,
             threads: Vec::new(),
         };
+        let (snapshots, jobs) = sync_channel(snapshot::QUEUE_JOBS);
+        let (store, quality) = (appliance.store.clone(), config.events.snapshot_quality);
+        appliance.spawn("snapshots", info_span!("snapshots"), move || {
+            snapshot::run(jobs, store, quality)
+        })?;
         for (cam, detector) in workers {
-            appliance.start_camera(config, cam, detector, clock.clone())?;
+            appliance.start_camera(config, cam, detector, snapshots.clone(), clock.clone())?;
         }
         Ok(appliance)
     }
@@ -98,6 +116,7 @@ impl Appliance {
         config: &Config,
         cam: &CameraConfig,
         detector: ObjectDetector,
+        snapshots: SyncSender<SnapshotJob>,
         clock: Arc<dyn Clock>,
     ) -> Result<(), PipelineError> {
         let status = Arc::new(StreamStatus::new(&cam.name, &cam.url));
@@ -115,6 +134,7 @@ impl Appliance {
                 realtime: cam.realtime,
             }
         };
+        let paced = spec.is_paced();
         let ingest = StreamIngest {
             spec,
             input_size: detector.input_size(),
@@ -139,34 +159,43 @@ impl Appliance {
                 ..TrackerParams::default()
             }),
             lifecycle: Lifecycle::new(&cam.name, (config.events.update_interval_s * 1000.0) as i64),
-            quality: config.events.snapshot_quality,
+            snapshots,
+            paced,
             store: self.store.clone(),
             events: self.events.clone(),
             status: status.clone(),
         };
         let shutdown = self.shutdown.clone();
-        let name = cam.name.clone();
-        self.threads.push(
-            std::thread::Builder::new()
-                .name(format!("ingest-{name}"))
-                .spawn(move || {
-                    let _span = info_span!("ingest", stream = %name).entered();
-                    ingest.run(tx, shutdown)
-                })
-                .map_err(PipelineError::Thread)?,
-        );
-        let name = cam.name.clone();
-        self.threads.push(
-            std::thread::Builder::new()
-                .name(format!("detect-{name}"))
-                .spawn(move || {
-                    let _span = info_span!("detect", stream = %name).entered();
-                    worker.run(rx)
-                })
-                .map_err(PipelineError::Thread)?,
-        );
+        let name = &cam.name;
+        self.spawn(
+            &format!("ingest-{name}"),
+            info_span!("ingest", stream = %name),
+            move || ingest.run(tx, shutdown),
+        )?;
+        self.spawn(
+            &format!("detect-{name}"),
+            info_span!("detect", stream = %name),
+            move || worker.run(rx),
+        )?;
         info!(stream = %cam.name, url = %aegis_base::redact_url(&cam.url), "camera started");
         self.streams.push(status);
+        Ok(())
+    }
+
+    fn spawn(
+        &mut self,
+        name: &str,
+        span: tracing::Span,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<(), PipelineError> {
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let _span = span.entered();
+                body()
+            })
+            .map_err(PipelineError::Thread)?;
+        self.threads.push(thread);
         Ok(())
     }
 
@@ -180,7 +209,7 @@ impl Appliance {
         self.shutdown.clone()
     }
 
-    /// Stops every stream and waits for in-flight frames to be committed.
+    /// Stops every stream and waits for in-flight frames and snapshots to be committed.
     pub fn stop(self) {
         self.shutdown.trigger();
         for t in self.threads {
@@ -204,7 +233,9 @@ struct CameraWorker {
     detector: ObjectDetector,
     tracker: ByteTracker,
     lifecycle: Lifecycle,
-    quality: u8,
+    snapshots: SyncSender<SnapshotJob>,
+    /// Frames come at the source's pace: snapshots are dropped rather than waited for.
+    paced: bool,
     store: Arc<Store>,
     events: broadcast::Sender<LiveEvent>,
     status: Arc<StreamStatus>,
@@ -212,26 +243,23 @@ struct CameraWorker {
 
 impl CameraWorker {
     fn run(mut self, rx: Receiver<Frame>) {
-        // FFmpeg's scaler is not Send: it is made here, on the thread that uses it.
-        let mut converter = RgbConverter::native();
         while let Ok(frame) = rx.recv() {
-            if let Err(e) = self.process(&frame, &mut converter) {
+            let seq = frame.seq;
+            if let Err(e) = self.process(frame) {
                 // A frame that cannot be processed is lost, not the stream; say so and go on.
-                error!(error = %e, seq = frame.seq, "frame not processed");
+                error!(error = %e, seq, "frame not processed");
             }
         }
     }
 
-    fn process(&mut self, frame: &Frame, converter: &mut RgbConverter) -> Result<(), String> {
+    fn process(&mut self, frame: Frame) -> Result<(), String> {
         let started = Instant::now();
         let detections = self
             .detector
             .detect(&frame.input, frame.width, frame.height)
             .map_err(|e| e.to_string())?;
         let inference = started.elapsed();
-        self.status
-            .detected
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.status.detected.fetch_add(1, Ordering::Relaxed);
         let tracks = self.tracker.update(&detections);
         let mut pending = self.lifecycle.update(
             &tracks,
@@ -242,60 +270,69 @@ impl CameraWorker {
         if pending.is_empty() {
             return Ok(());
         }
-        let blobs = self.take_snapshots(frame, converter, &mut pending);
-        let events: Vec<_> = pending.into_iter().map(|p| p.event).collect();
-        let seqs = self
-            .store
-            .commit(&events, &blobs)
-            .map_err(|e| e.to_string())?;
+        let (read_at, decode) = (frame.read_at, frame.decoded_at - frame.read_at);
+        let job = self.name_snapshots(frame, &mut pending);
+        let mut events: Vec<_> = pending.into_iter().map(|p| p.event).collect();
+        let seqs = self.store.commit(&events).map_err(|e| e.to_string())?;
+        if let Some(job) = job {
+            self.queue_snapshots(job, &mut events);
+        }
         for (seq, event) in seqs.into_iter().zip(events) {
             // No subscribers is fine: the events are in the store.
             let _ = self.events.send(LiveEvent {
                 stored: StoredEvent { seq, event },
-                read_at: frame.read_at,
+                read_at,
+                decode,
                 inference,
             });
         }
         Ok(())
     }
 
-    /// Encodes and durably stages a snapshot for each event that wants one. A snapshot that
-    /// fails is logged and the event goes without it: the event itself is never lost.
-    fn take_snapshots(
-        &mut self,
-        frame: &Frame,
-        converter: &mut RgbConverter,
-        pending: &mut [Pending],
-    ) -> Vec<StagedBlob> {
-        if !pending.iter().any(|p| p.snapshot) {
-            return Vec::new();
-        }
-        let rgb = match converter.convert(&frame.full) {
-            Ok(rgb) => rgb,
-            Err(e) => {
-                warn!(error = %e, "snapshot conversion failed");
-                return Vec::new();
-            }
+    /// Names a snapshot for each event that wants one; the job is queued once they are committed.
+    fn name_snapshots(&self, frame: Frame, pending: &mut [Pending]) -> Option<SnapshotJob> {
+        let shots: Vec<_> = pending
+            .iter_mut()
+            .filter(|p| p.snapshot)
+            .map(|p| {
+                let urn = BlobUrn::new(uuid::Uuid::now_v7());
+                p.event.snapshot = Some(urn.clone());
+                (urn, p.event.bbox)
+            })
+            .collect();
+        (!shots.is_empty()).then(|| SnapshotJob {
+            frame,
+            shots,
+            status: self.status.clone(),
+        })
+    }
+
+    /// Hands committed events' snapshots to the snapshot thread. With its queue full, a paced
+    /// source does not wait: the snapshots are counted as lost and unlinked from their events.
+    fn queue_snapshots(&mut self, job: SnapshotJob, events: &mut [aegis_domain::Event]) {
+        let urns: Vec<_> = job.shots.iter().map(|(urn, _)| urn.clone()).collect();
+        let named = |e: &aegis_domain::Event| e.snapshot.as_ref().is_some_and(|u| urns.contains(u));
+        let queued = if self.paced {
+            self.snapshots.try_send(job).is_ok()
+        } else {
+            self.snapshots.send(job).is_ok()
         };
-        let mut blobs = Vec::new();
-        for p in pending.iter_mut().filter(|p| p.snapshot) {
-            let staged =
-                encode_snapshot(&rgb, frame.width, frame.height, &p.event.bbox, self.quality)
-                    .and_then(|jpeg| {
-                        self.store
-                            .stage_blob(&jpeg, "image/jpeg")
-                            .map_err(|e| e.to_string())
-                    });
-            match staged {
-                Ok(blob) => {
-                    p.event.snapshot = Some(blob.urn.clone());
-                    self.lifecycle
-                        .set_snapshot(p.event.track_id, blob.urn.clone());
-                    blobs.push(blob);
-                }
-                Err(e) => warn!(error = %e, track = p.event.track_id, "snapshot not stored"),
+        if queued {
+            for e in events.iter().filter(|e| named(e)) {
+                self.lifecycle
+                    .set_snapshot(e.track_id, e.snapshot.clone().expect("named"));
             }
+            return;
         }
-        blobs
+        self.status
+            .snapshots_lost
+            .fetch_add(urns.len() as u64, Ordering::Relaxed);
+        if let Err(e) = self.store.forget_snapshots(&urns) {
+            // `recover_lost_snapshots` at the next start-up unlinks them instead.
+            error!(error = %e, "lost snapshots not unlinked");
+        }
+        for e in events.iter_mut().filter(|e| named(e)) {
+            e.snapshot = None;
+        }
     }
 }

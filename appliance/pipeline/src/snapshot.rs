@@ -1,4 +1,97 @@
-use aegis_domain::BBox;
+//! Snapshots, off the hot path (ADR 0003): the detect thread names each snapshot's URN in its
+//! event, commits, and hands the frame to the snapshot thread, which converts it once, draws
+//! and encodes one JPEG per object, makes the files durable and then inserts their rows. A
+//! snapshot that cannot be stored is unlinked from its events and counted; the events stay.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use aegis_domain::{BBox, BlobUrn};
+use aegis_ingest::{Frame, RgbConverter, StreamStatus};
+use aegis_store::Store;
+use tracing::warn;
+
+/// Frames waiting for the snapshot thread, all cameras together. When it is full, new events
+/// go without a snapshot (counted) rather than hold up detection.
+pub(crate) const QUEUE_JOBS: usize = 8;
+
+/// One frame's snapshots: the objects to draw and the URNs their events already name.
+pub(crate) struct SnapshotJob {
+    pub frame: Frame,
+    pub shots: Vec<(BlobUrn, BBox)>,
+    pub status: Arc<StreamStatus>,
+}
+
+/// The snapshot thread's loop; returns when every detect thread has hung up.
+pub(crate) fn run(rx: Receiver<SnapshotJob>, store: Arc<Store>, quality: u8) {
+    lower_priority();
+    // FFmpeg's scaler is not Send: it is made here, on the thread that uses it.
+    let mut converter = RgbConverter::native();
+    while let Ok(job) = rx.recv() {
+        let lost = store_snapshots(&job, &mut converter, &store, quality);
+        if lost.is_empty() {
+            continue;
+        }
+        job.status
+            .snapshots_lost
+            .fetch_add(lost.len() as u64, Ordering::Relaxed);
+        if let Err(e) = store.forget_snapshots(&lost) {
+            // `recover_lost_snapshots` at the next start-up unlinks them instead.
+            warn!(error = %e, "lost snapshots not unlinked");
+        }
+    }
+}
+
+/// Snapshots can wait a few milliseconds; decoding and detection cannot. On Linux the nice
+/// value is per thread, so this lowers only the snapshot thread.
+fn lower_priority() {
+    // SAFETY: setpriority only reads its arguments; `0` means the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if rc != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "snapshot thread keeps its priority");
+    }
+}
+
+/// Stores a job's snapshots; returns the URNs that did not land.
+fn store_snapshots(
+    job: &SnapshotJob,
+    converter: &mut RgbConverter,
+    store: &Store,
+    quality: u8,
+) -> Vec<BlobUrn> {
+    let frame = &job.frame;
+    let rgb = match converter.convert(&frame.full) {
+        Ok(rgb) => rgb,
+        Err(e) => {
+            warn!(error = %e, "snapshot conversion failed");
+            return job.shots.iter().map(|(urn, _)| urn.clone()).collect();
+        }
+    };
+    let mut staged = Vec::new();
+    let mut lost = Vec::new();
+    for (urn, bbox) in &job.shots {
+        let blob =
+            encode_snapshot(&rgb, frame.width, frame.height, bbox, quality).and_then(|jpeg| {
+                store
+                    .stage_blob(urn.clone(), &jpeg, "image/jpeg")
+                    .map_err(|e| e.to_string())
+            });
+        match blob {
+            Ok(blob) => staged.push(blob),
+            Err(e) => {
+                warn!(error = %e, %urn, "snapshot not stored");
+                lost.push(urn.clone());
+            }
+        }
+    }
+    if let Err(e) = store.attach_blobs(&staged, frame.wall_ms) {
+        // The files stay as orphans for `aegis check --repair`.
+        warn!(error = %e, "snapshot rows not written");
+        lost.extend(staged.into_iter().map(|b| b.urn));
+    }
+    lost
+}
 
 /// Draws a 3-pixel box outline into packed RGB24 and encodes the image as JPEG.
 pub fn encode_snapshot(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 
-use crate::{io_err, lock, Store, StoreError};
+use crate::{forget_snapshot, io_err, lock, lost_snapshots, Store, StoreError};
 
 /// What `check` found (and, with repair, fixed).
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
@@ -19,6 +19,9 @@ pub struct CheckReport {
     pub corrupt_blobs: Vec<String>,
     /// Files under `blobs/` with no row: leftovers of a crash between file and row.
     pub orphan_files: Vec<PathBuf>,
+    /// Snapshots that events name but that never landed (a crash between the event and its
+    /// blob). Repair unlinks them from their events.
+    pub lost_snapshots: Vec<String>,
     /// Must always be zero: events and outbox rows are written together.
     pub events_without_outbox: u64,
     pub repaired: bool,
@@ -32,6 +35,7 @@ impl CheckReport {
             && (self.repaired
                 || (self.missing_blobs.is_empty()
                     && self.corrupt_blobs.is_empty()
+                    && self.lost_snapshots.is_empty()
                     && self.orphan_files.is_empty()))
     }
 }
@@ -49,9 +53,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Checks every invariant. With `repair`: orphan and temporary files are deleted, and rows
-    /// of blobs whose bytes are lost or damaged are removed (their events are kept, without a
-    /// snapshot). Events are never deleted.
+    /// Checks every invariant. With `repair`: orphan and temporary files are deleted, rows of
+    /// blobs whose bytes are lost or damaged are removed, and lost snapshots are unlinked (their
+    /// events are kept, without a snapshot). Events are never deleted.
+    ///
+    /// Run it on a stopped appliance: a running one has snapshots in flight, whose files and
+    /// rows are briefly apart and would be reported (and, with repair, removed).
     pub fn check(&self, repair: bool) -> Result<CheckReport, StoreError> {
         let mut conn = lock(&self.writer);
         let mut report = CheckReport {
@@ -62,6 +69,7 @@ impl Store {
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64,
+            lost_snapshots: lost_snapshots(&conn)?,
             ..Default::default()
         };
         let blob_dir = self.blob_dir();
@@ -105,11 +113,11 @@ impl Store {
             }
             let tx = conn.transaction()?;
             for urn in report.missing_blobs.iter().chain(&report.corrupt_blobs) {
-                tx.execute(
-                    "UPDATE events SET snapshot = NULL WHERE snapshot = ?1",
-                    params![urn],
-                )?;
+                forget_snapshot(&tx, urn)?;
                 tx.execute("DELETE FROM blobs WHERE urn = ?1", params![urn])?;
+            }
+            for urn in &report.lost_snapshots {
+                forget_snapshot(&tx, urn)?;
             }
             tx.commit()?;
             report.repaired = true;

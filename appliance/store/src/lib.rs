@@ -3,8 +3,10 @@
 //!
 //! Discipline (as in Moonfire NVR): a blob is written to a temporary file, fsynced, renamed into
 //! place and its directory fsynced *before* its row is inserted, so a row never points at a torn
-//! file. An event, its outbox row and its blob row go in one transaction. After a crash the worst
-//! case is an orphan file with no row, which `check` removes.
+//! file. An event and its outbox row go in one transaction. Snapshots are taken off the hot path
+//! (ADR 0003): an event names its snapshot's URN when it is committed, and the blob's row follows
+//! once the file is durable. After a crash the worst cases are an orphan file with no row and an
+//! event whose snapshot never landed; [`Store::recover_lost_snapshots`] and `check` resolve both.
 
 mod check;
 mod schema;
@@ -112,14 +114,15 @@ impl Store {
         self.dir.join("blobs")
     }
 
-    /// Writes a blob durably (temp file, fsync, rename, fsync directory). The row comes later,
-    /// with the event, in [`Store::commit`].
+    /// Writes a blob durably (temp file, fsync, rename, fsync directory) under a URN chosen by
+    /// the caller (events name their snapshot before it exists). The row comes after, in
+    /// [`Store::attach_blobs`].
     pub fn stage_blob(
         &self,
+        urn: BlobUrn,
         bytes: &[u8],
         content_type: &'static str,
     ) -> Result<StagedBlob, StoreError> {
-        let urn = BlobUrn::new(uuid::Uuid::now_v7());
         let ext = if content_type == "image/jpeg" {
             "jpg"
         } else {
@@ -148,18 +151,10 @@ impl Store {
         })
     }
 
-    /// Commits events, their outbox rows and their blobs' rows in one transaction.
-    /// Returns each event's seq.
-    pub fn commit(&self, events: &[Event], blobs: &[StagedBlob]) -> Result<Vec<i64>, StoreError> {
+    /// Commits events and their outbox rows in one transaction. Returns each event's seq.
+    pub fn commit(&self, events: &[Event]) -> Result<Vec<i64>, StoreError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
-        let now = events.first().map_or(0, |e| e.at_ms);
-        for b in blobs {
-            tx.execute(
-                "INSERT INTO blobs (urn, path, size, sha256, content_type, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![b.urn.as_str(), b.relative_path, b.size as i64, b.sha256, b.content_type, now],
-            )?;
-        }
         let mut seqs = Vec::with_capacity(events.len());
         for e in events {
             tx.execute(
@@ -193,6 +188,45 @@ impl Store {
         }
         tx.commit()?;
         Ok(seqs)
+    }
+
+    /// Inserts the rows of blobs staged with [`Store::stage_blob`], in one transaction.
+    pub fn attach_blobs(&self, blobs: &[StagedBlob], now_ms: i64) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        for b in blobs {
+            tx.execute(
+                "INSERT INTO blobs (urn, path, size, sha256, content_type, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![b.urn.as_str(), b.relative_path, b.size as i64, b.sha256, b.content_type, now_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Unlinks snapshots that will never land (their encoding or write failed) from the events
+    /// that name them, and from those events' outbox payloads not yet sent.
+    pub fn forget_snapshots(&self, urns: &[BlobUrn]) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        for urn in urns {
+            forget_snapshot(&tx, urn.as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// At start-up, before any writer runs: unlinks snapshots that a crash stopped from landing
+    /// (an event names them, no blob row exists). Returns how many were lost.
+    pub fn recover_lost_snapshots(&self) -> Result<usize, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let lost = lost_snapshots(&tx)?;
+        for urn in &lost {
+            forget_snapshot(&tx, urn)?;
+        }
+        tx.commit()?;
+        Ok(lost.len())
     }
 
     pub fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -289,6 +323,31 @@ impl Store {
         let conn = lock(&self.reader);
         Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
     }
+}
+
+/// Snapshot URNs that events name but no blob row backs.
+fn lost_snapshots(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT e.snapshot FROM events e LEFT JOIN blobs b ON b.urn = e.snapshot
+         WHERE e.snapshot IS NOT NULL AND b.urn IS NULL ORDER BY e.snapshot",
+    )?;
+    let urns = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(urns)
+}
+
+fn forget_snapshot(conn: &Connection, urn: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE outbox SET payload = json_remove(payload, '$.snapshot')
+         WHERE sent_ms IS NULL AND event_seq IN (SELECT seq FROM events WHERE snapshot = ?1)",
+        params![urn],
+    )?;
+    conn.execute(
+        "UPDATE events SET snapshot = NULL WHERE snapshot = ?1",
+        params![urn],
+    )?;
+    Ok(())
 }
 
 fn to_wire(e: &Event) -> v1::Event {

@@ -2,8 +2,12 @@ use rusqlite::Connection;
 
 use crate::StoreError;
 
-/// Bump when the schema changes, and add the upgrade step to `UPGRADES`.
-pub(crate) const VERSION: i64 = 1;
+/// The schema as first shipped, then one step per version. A new store runs them all, so the
+/// upgrade path is exercised on every start-up of a fresh box, not only on old ones.
+const STEPS: [&str; 2] = [V1, V2];
+
+/// The version this build writes: the number of steps.
+pub(crate) const VERSION: i64 = STEPS.len() as i64;
 
 const V1: &str = "
 CREATE TABLE blobs (
@@ -39,25 +43,101 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unsent ON outbox (event_seq) WHERE sent_ms IS NULL;
 ";
 
+/// v2: events name their snapshot before its blob row exists (ADR 0003), so `events.snapshot`
+/// loses its foreign key. SQLite cannot drop a constraint; the table is rebuilt.
+const V2: &str = "
+CREATE TABLE events_v2 (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT NOT NULL UNIQUE,
+    kind       TEXT NOT NULL CHECK (kind IN ('new', 'update', 'end')),
+    stream     TEXT NOT NULL,
+    track_id   INTEGER NOT NULL,
+    label      TEXT NOT NULL,
+    score      REAL NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    frame_w    INTEGER NOT NULL,
+    frame_h    INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    snapshot   TEXT
+);
+INSERT INTO events_v2 SELECT * FROM events;
+DROP TABLE events;
+ALTER TABLE events_v2 RENAME TO events;
+CREATE INDEX events_stream_seq ON events (stream, seq);
+";
+
 pub(crate) fn prepare(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Foreign keys are off while tables are rebuilt (the pragma only changes outside a
+    // transaction). The version is read under the write lock, so two processes opening a
+    // store at once upgrade it once; the steps and the version bump commit together or not at all.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let upgraded = upgrade(conn);
+    conn.execute_batch(if upgraded.is_ok() {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    })?;
+    upgraded?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn upgrade(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    match version {
-        0 => {
-            conn.execute_batch(&format!(
-                "BEGIN; {V1} PRAGMA user_version = {VERSION}; COMMIT;"
-            ))?;
-        }
-        VERSION => {}
-        found => {
-            return Err(StoreError::SchemaVersion {
-                found,
-                supported: VERSION,
-            })
-        }
+    if version > VERSION {
+        return Err(StoreError::SchemaVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    if version < VERSION {
+        let steps = STEPS[version as usize..].concat();
+        conn.execute_batch(&format!("{steps} PRAGMA user_version = {VERSION};"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_v1_store_is_upgraded_in_place_and_keeps_its_events() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!("{V1} PRAGMA user_version = 1;"))
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms)
+             VALUES ('e1', 'new', 'cam', 1, 'person', 0.9, 0, 0, 1, 1, 10, 10, 5, 5);
+             INSERT INTO outbox (event_seq, payload, created_ms) VALUES (1, '{}', 5);",
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
+        let id: String = conn
+            .query_row("SELECT id FROM events WHERE seq = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, "e1");
+        // v2's point: an event may name a snapshot whose blob row comes later.
+        conn.execute_batch(
+            "INSERT INTO events (id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot)
+             VALUES ('e2', 'new', 'cam', 2, 'person', 0.9, 0, 0, 1, 1, 10, 10, 6, 6, 'urn:aegis:blob:later');",
+        )
+        .unwrap();
+        // Foreign keys are back on: an outbox row for no event is refused.
+        assert!(conn
+            .execute_batch(
+                "INSERT INTO outbox (event_seq, payload, created_ms) VALUES (99, '{}', 0);"
+            )
+            .is_err());
+        prepare(&conn).unwrap();
+    }
 }

@@ -1,5 +1,11 @@
-use aegis_domain::{BBox, Event, EventKind};
-use aegis_store::{EventQuery, Store};
+use aegis_domain::{BBox, BlobUrn, Event, EventKind};
+use aegis_store::{EventQuery, StagedBlob, Store};
+
+fn stage(store: &Store, bytes: &[u8]) -> StagedBlob {
+    store
+        .stage_blob(BlobUrn::new(uuid::Uuid::now_v7()), bytes, "image/jpeg")
+        .unwrap()
+}
 
 fn event(n: i64, stream: &str, label: &str, snapshot: Option<aegis_domain::BlobUrn>) -> Event {
     Event {
@@ -21,17 +27,15 @@ fn event(n: i64, stream: &str, label: &str, snapshot: Option<aegis_domain::BlobU
 fn events_outbox_and_blobs_are_written_together_and_paged_by_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let blob = store.stage_blob(b"jpeg bytes", "image/jpeg").unwrap();
+    let blob = stage(&store, b"jpeg bytes");
     let e0 = event(0, "a", "person", Some(blob.urn.clone()));
-    let seqs = store
-        .commit(std::slice::from_ref(&e0), std::slice::from_ref(&blob))
+    let seqs = store.commit(std::slice::from_ref(&e0)).unwrap();
+    store
+        .attach_blobs(std::slice::from_ref(&blob), e0.at_ms)
         .unwrap();
     for n in 1..10 {
         store
-            .commit(
-                &[event(n, if n % 2 == 0 { "a" } else { "b" }, "car", None)],
-                &[],
-            )
+            .commit(&[event(n, if n % 2 == 0 { "a" } else { "b" }, "car", None)])
             .unwrap();
     }
     assert_eq!(store.outbox_backlog().unwrap(), 10);
@@ -98,10 +102,8 @@ fn a_duplicate_event_id_rolls_back_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let e = event(1, "a", "person", None);
-    store.commit(std::slice::from_ref(&e), &[]).unwrap();
-    assert!(store
-        .commit(&[event(2, "a", "person", None), e], &[])
-        .is_err());
+    store.commit(std::slice::from_ref(&e)).unwrap();
+    assert!(store.commit(&[event(2, "a", "person", None), e]).is_err());
     assert_eq!(
         store
             .events(&EventQuery {
@@ -119,19 +121,20 @@ fn a_duplicate_event_id_rolls_back_the_whole_batch() {
 fn check_finds_and_repairs_orphans_missing_and_damaged_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let good = store.stage_blob(b"good", "image/jpeg").unwrap();
-    let gone = store.stage_blob(b"gone", "image/jpeg").unwrap();
-    let torn = store.stage_blob(b"torn", "image/jpeg").unwrap();
-    let orphan = store
-        .stage_blob(b"orphan: crashed before its row", "image/jpeg")
-        .unwrap();
+    let good = stage(&store, b"good");
+    let gone = stage(&store, b"gone");
+    let torn = stage(&store, b"torn");
+    let orphan = stage(&store, b"orphan: crashed before its row");
+    let never_landed = BlobUrn::new(uuid::Uuid::now_v7());
     let events = [
         event(1, "a", "x", Some(good.urn.clone())),
         event(2, "a", "x", Some(gone.urn.clone())),
         event(3, "a", "x", Some(torn.urn.clone())),
+        event(4, "a", "x", Some(never_landed.clone())),
     ];
+    store.commit(&events).unwrap();
     store
-        .commit(&events, &[good.clone(), gone.clone(), torn.clone()])
+        .attach_blobs(&[good.clone(), gone.clone(), torn.clone()], 0)
         .unwrap();
     std::fs::remove_file(store.blob(&gone.urn).unwrap().unwrap().path).unwrap();
     std::fs::write(store.blob(&torn.urn).unwrap().unwrap().path, b"to").unwrap();
@@ -140,6 +143,7 @@ fn check_finds_and_repairs_orphans_missing_and_damaged_blobs() {
     assert!(!report.is_clean());
     assert_eq!(report.missing_blobs, [gone.urn.to_string()]);
     assert_eq!(report.corrupt_blobs, [torn.urn.to_string()]);
+    assert_eq!(report.lost_snapshots, [never_landed.to_string()]);
     assert_eq!(report.orphan_files.len(), 1);
     assert!(report.orphan_files[0]
         .to_string_lossy()
@@ -149,7 +153,7 @@ fn check_finds_and_repairs_orphans_missing_and_damaged_blobs() {
     assert!(repaired.is_clean());
     let after = store.check(false).unwrap();
     assert!(after.is_clean(), "{after:?}");
-    assert_eq!(after.events, 3, "events are never deleted");
+    assert_eq!(after.events, 4, "events are never deleted");
     assert_eq!(after.blobs_checked, 1);
     let kept = store
         .events(&EventQuery {
@@ -168,7 +172,7 @@ fn reopening_keeps_everything_and_a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     Store::open(dir.path())
         .unwrap()
-        .commit(&[event(1, "a", "x", None)], &[])
+        .commit(&[event(1, "a", "x", None)])
         .unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.last_seq().unwrap(), 1);
@@ -178,4 +182,68 @@ fn reopening_keeps_everything_and_a_newer_schema_is_refused() {
     drop(conn);
     let err = Store::open(dir.path()).err().unwrap();
     assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+fn outbox_payloads(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let conn = rusqlite::Connection::open(dir.join("aegis.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT payload FROM outbox ORDER BY event_seq")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|p| serde_json::from_str(&p.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn snapshots_that_never_land_are_unlinked_from_events_and_unsent_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let landed = stage(&store, b"landed");
+    let failed = BlobUrn::new(uuid::Uuid::now_v7());
+    let crashed = BlobUrn::new(uuid::Uuid::now_v7());
+    store
+        .commit(&[
+            event(1, "a", "x", Some(landed.urn.clone())),
+            event(2, "a", "x", Some(failed.clone())),
+            event(3, "a", "x", Some(failed.clone())),
+            event(4, "a", "x", Some(crashed.clone())),
+        ])
+        .unwrap();
+    store
+        .attach_blobs(std::slice::from_ref(&landed), 0)
+        .unwrap();
+    // The snapshot thread reports a failure; a crash loses the other.
+    store
+        .forget_snapshots(std::slice::from_ref(&failed))
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.recover_lost_snapshots().unwrap(), 1);
+    assert!(store.check(false).unwrap().is_clean());
+
+    let snapshots: Vec<_> = store
+        .events(&EventQuery {
+            after: Some(0),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.snapshot)
+        .collect();
+    assert_eq!(snapshots, [Some(landed.urn.clone()), None, None, None]);
+    let wire: Vec<_> = outbox_payloads(dir.path())
+        .iter()
+        .map(|p| p.get("snapshot").cloned())
+        .collect();
+    assert_eq!(
+        wire,
+        [
+            Some(serde_json::json!(landed.urn.to_string())),
+            None,
+            None,
+            None
+        ]
+    );
 }
