@@ -75,11 +75,12 @@ impl Appliance {
     ) -> Result<Appliance, PipelineError> {
         aegis_ingest::init().map_err(|e| PipelineError::Media(e.to_string()))?;
         let store = Arc::new(Store::open(&config.storage.dir)?);
-        let lost = store.recover_lost_snapshots()?;
-        if lost > 0 {
+        let recovered = store.recover_snapshots()?;
+        if recovered != aegis_store::SnapshotRecovery::default() {
             info!(
-                lost,
-                "events kept without the snapshots a crash stopped from landing"
+                adopted = recovered.adopted,
+                lost = recovered.lost,
+                "snapshots interrupted by a crash: complete files kept, the rest unlinked"
             );
         }
         let (events, _) = broadcast::channel(1024);
@@ -328,7 +329,7 @@ impl CameraWorker {
             .snapshots_lost
             .fetch_add(urns.len() as u64, Ordering::Relaxed);
         if let Err(e) = self.store.forget_snapshots(&urns) {
-            // `recover_lost_snapshots` at the next start-up unlinks them instead.
+            // `recover_snapshots` at the next start-up unlinks them instead.
             error!(error = %e, "lost snapshots not unlinked");
         }
         for e in events.iter_mut().filter(|e| named(e)) {

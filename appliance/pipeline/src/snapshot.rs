@@ -37,7 +37,7 @@ pub(crate) fn run(rx: Receiver<SnapshotJob>, store: Arc<Store>, quality: u8) {
             .snapshots_lost
             .fetch_add(lost.len() as u64, Ordering::Relaxed);
         if let Err(e) = store.forget_snapshots(&lost) {
-            // `recover_lost_snapshots` at the next start-up unlinks them instead.
+            // `recover_snapshots` at the next start-up unlinks them instead.
             warn!(error = %e, "lost snapshots not unlinked");
         }
     }

@@ -69,7 +69,10 @@ impl Store {
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64,
-            lost_snapshots: lost_snapshots(&conn)?,
+            lost_snapshots: lost_snapshots(&conn)?
+                .into_iter()
+                .map(|(urn, _)| urn)
+                .collect(),
             ..Default::default()
         };
         let blob_dir = self.blob_dir();

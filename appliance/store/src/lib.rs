@@ -6,7 +6,7 @@
 //! file. An event and its outbox row go in one transaction. Snapshots are taken off the hot path
 //! (ADR 0003): an event names its snapshot's URN when it is committed, and the blob's row follows
 //! once the file is durable. After a crash the worst cases are an orphan file with no row and an
-//! event whose snapshot never landed; [`Store::recover_lost_snapshots`] and `check` resolve both.
+//! event whose snapshot never landed; [`Store::recover_snapshots`] and `check` resolve both.
 
 mod check;
 mod schema;
@@ -53,6 +53,43 @@ pub struct StagedBlob {
     pub sha256: String,
     pub content_type: &'static str,
     relative_path: String,
+}
+
+impl StagedBlob {
+    fn new(urn: BlobUrn, bytes: &[u8], content_type: &'static str) -> Self {
+        let ext = if content_type == "image/jpeg" {
+            "jpg"
+        } else {
+            "bin"
+        };
+        let id = urn.id();
+        let relative_path = format!("{}/{id}.{ext}", &id[id.len() - 2..]);
+        StagedBlob {
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            urn,
+            content_type,
+            relative_path,
+        }
+    }
+}
+
+/// Where a blob's bytes are written before the rename that makes them visible.
+fn temp_path(dest: &Path) -> PathBuf {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    dest.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Snapshots are the only blobs events name.
+const SNAPSHOT_TYPE: &str = "image/jpeg";
+
+/// What start-up recovery did with snapshots a crash interrupted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRecovery {
+    /// Files that were complete (renamed into place) but had no row yet: their rows are written.
+    pub adopted: usize,
+    /// Snapshots with no complete file: unlinked from their events.
+    pub lost: usize,
 }
 
 /// An event as stored, with its position in the log (the cursor and SSE id).
@@ -123,32 +160,20 @@ impl Store {
         bytes: &[u8],
         content_type: &'static str,
     ) -> Result<StagedBlob, StoreError> {
-        let ext = if content_type == "image/jpeg" {
-            "jpg"
-        } else {
-            "bin"
-        };
-        let shard = urn.id()[urn.id().len() - 2..].to_owned();
-        let dir = self.blob_dir().join(&shard);
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let name = format!("{}.{ext}", urn.id());
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let dest = dir.join(&name);
+        let blob = StagedBlob::new(urn, bytes, content_type);
+        let dest = self.blob_dir().join(&blob.relative_path);
+        let dir = dest.parent().expect("blob paths have a shard directory");
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = temp_path(&dest);
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-        File::open(&dir)
+        File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(io_err(&dir))?;
-        Ok(StagedBlob {
-            urn,
-            size: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(bytes)),
-            content_type,
-            relative_path: format!("{shard}/{name}"),
-        })
+            .map_err(io_err(dir))?;
+        Ok(blob)
     }
 
     /// Commits events and their outbox rows in one transaction. Returns each event's seq.
@@ -195,10 +220,7 @@ impl Store {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
         for b in blobs {
-            tx.execute(
-                "INSERT INTO blobs (urn, path, size, sha256, content_type, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![b.urn.as_str(), b.relative_path, b.size as i64, b.sha256, b.content_type, now_ms],
-            )?;
+            insert_blob(&tx, b, now_ms)?;
         }
         tx.commit()?;
         Ok(())
@@ -216,17 +238,35 @@ impl Store {
         Ok(())
     }
 
-    /// At start-up, before any writer runs: unlinks snapshots that a crash stopped from landing
-    /// (an event names them, no blob row exists). Returns how many were lost.
-    pub fn recover_lost_snapshots(&self) -> Result<usize, StoreError> {
+    /// At start-up, before any writer runs: finishes what a crash interrupted between an event
+    /// and its snapshot's row. A file that was renamed into place is complete (it was fsynced
+    /// first), so its row is written; a torn temporary file is removed and the snapshot
+    /// unlinked from its events.
+    pub fn recover_snapshots(&self) -> Result<SnapshotRecovery, StoreError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
-        let lost = lost_snapshots(&tx)?;
-        for urn in &lost {
-            forget_snapshot(&tx, urn)?;
+        let mut recovery = SnapshotRecovery::default();
+        for (urn, at_ms) in lost_snapshots(&tx)? {
+            let landed = BlobUrn::parse(&urn).ok().and_then(|urn| {
+                let blob = StagedBlob::new(urn, &[], SNAPSHOT_TYPE);
+                let dest = self.blob_dir().join(&blob.relative_path);
+                let _ = std::fs::remove_file(temp_path(&dest));
+                let bytes = std::fs::read(&dest).ok()?;
+                Some(StagedBlob::new(blob.urn, &bytes, SNAPSHOT_TYPE))
+            });
+            match landed {
+                Some(blob) => {
+                    insert_blob(&tx, &blob, at_ms)?;
+                    recovery.adopted += 1;
+                }
+                None => {
+                    forget_snapshot(&tx, &urn)?;
+                    recovery.lost += 1;
+                }
+            }
         }
         tx.commit()?;
-        Ok(lost.len())
+        Ok(recovery)
     }
 
     pub fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -325,14 +365,22 @@ impl Store {
     }
 }
 
-/// Snapshot URNs that events name but no blob row backs.
-fn lost_snapshots(conn: &Connection) -> Result<Vec<String>, StoreError> {
+fn insert_blob(conn: &Connection, b: &StagedBlob, now_ms: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO blobs (urn, path, size, sha256, content_type, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![b.urn.as_str(), b.relative_path, b.size as i64, b.sha256, b.content_type, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Snapshot URNs that events name but no blob row backs, with the time of the first such event.
+fn lost_snapshots(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT DISTINCT e.snapshot FROM events e LEFT JOIN blobs b ON b.urn = e.snapshot
-         WHERE e.snapshot IS NOT NULL AND b.urn IS NULL ORDER BY e.snapshot",
+        "SELECT e.snapshot, MIN(e.at_ms) FROM events e LEFT JOIN blobs b ON b.urn = e.snapshot
+         WHERE e.snapshot IS NOT NULL AND b.urn IS NULL GROUP BY e.snapshot ORDER BY e.snapshot",
     )?;
     let urns = stmt
-        .query_map([], |r| r.get(0))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(urns)
 }

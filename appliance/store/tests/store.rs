@@ -196,31 +196,56 @@ fn outbox_payloads(dir: &std::path::Path) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn snapshots_that_never_land_are_unlinked_from_events_and_unsent_payloads() {
+fn snapshots_that_never_land_are_unlinked_and_complete_ones_adopted_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let landed = stage(&store, b"landed");
     let failed = BlobUrn::new(uuid::Uuid::now_v7());
-    let crashed = BlobUrn::new(uuid::Uuid::now_v7());
+    let torn = stage(&store, b"torn: crashed before the rename");
+    let renamed = stage(&store, b"crashed after the rename, before the row");
+    let torn_path = dir.path().join("blobs").join(format!(
+        "{}/{}.jpg",
+        &torn.urn.id()[torn.urn.id().len() - 2..],
+        torn.urn.id()
+    ));
+    let torn_tmp = torn_path.with_file_name(format!(".{}.jpg.tmp", torn.urn.id()));
+    std::fs::rename(&torn_path, &torn_tmp).unwrap();
+    std::fs::write(&torn_tmp, b"tor").unwrap();
     store
         .commit(&[
             event(1, "a", "x", Some(landed.urn.clone())),
             event(2, "a", "x", Some(failed.clone())),
             event(3, "a", "x", Some(failed.clone())),
-            event(4, "a", "x", Some(crashed.clone())),
+            event(4, "a", "x", Some(torn.urn.clone())),
+            event(5, "a", "x", Some(renamed.urn.clone())),
         ])
         .unwrap();
     store
         .attach_blobs(std::slice::from_ref(&landed), 0)
         .unwrap();
-    // The snapshot thread reports a failure; a crash loses the other.
+    // The snapshot thread reports a failure; then the process dies.
     store
         .forget_snapshots(std::slice::from_ref(&failed))
         .unwrap();
+    let report = store.check(false).unwrap();
+    let mut lost = vec![torn.urn.to_string(), renamed.urn.to_string()];
+    lost.sort();
+    assert_eq!(report.lost_snapshots, lost);
     drop(store);
+
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.recover_lost_snapshots().unwrap(), 1);
-    assert!(store.check(false).unwrap().is_clean());
+    assert_eq!(
+        store.recover_snapshots().unwrap(),
+        aegis_store::SnapshotRecovery {
+            adopted: 1,
+            lost: 1
+        }
+    );
+    assert!(!torn_tmp.exists(), "the torn temporary file is removed");
+    let report = store.check(false).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let info = store.blob(&renamed.urn).unwrap().expect("adopted");
+    assert_eq!(info.sha256, renamed.sha256);
 
     let snapshots: Vec<_> = store
         .events(&EventQuery {
@@ -232,18 +257,12 @@ fn snapshots_that_never_land_are_unlinked_from_events_and_unsent_payloads() {
         .into_iter()
         .map(|e| e.event.snapshot)
         .collect();
-    assert_eq!(snapshots, [Some(landed.urn.clone()), None, None, None]);
+    let kept = |b: &StagedBlob| Some(b.urn.clone());
+    assert_eq!(snapshots, [kept(&landed), None, None, None, kept(&renamed)]);
     let wire: Vec<_> = outbox_payloads(dir.path())
         .iter()
-        .map(|p| p.get("snapshot").cloned())
+        .map(|p| p.get("snapshot").and_then(|s| s.as_str()).map(String::from))
         .collect();
-    assert_eq!(
-        wire,
-        [
-            Some(serde_json::json!(landed.urn.to_string())),
-            None,
-            None,
-            None
-        ]
-    );
+    let urn = |b: &StagedBlob| Some(b.urn.to_string());
+    assert_eq!(wire, [urn(&landed), None, None, None, urn(&renamed)]);
 }
