@@ -105,7 +105,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_lost_frames: buffer,
                 ..Default::default()
             };
+            let started = std::time::Instant::now();
             let tracks = aegis_track::track_mot(&dets, params);
+            let elapsed = started.elapsed().as_secs_f64();
+            let frames = dets.iter().map(|d| d.frame).max().unwrap_or(0);
+            eprintln!(
+                "tracked {frames} frames, {} detections in {:.3} ms ({:.0} frames/s)",
+                dets.len(),
+                elapsed * 1e3,
+                f64::from(frames) / elapsed.max(1e-9)
+            );
             let file = std::fs::File::create(&out)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
             aegis_track::write_mot_tracks(&tracks, std::io::BufWriter::new(file))?;

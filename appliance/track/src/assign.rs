@@ -1,9 +1,10 @@
 //! Optimal assignment with a cost limit, as `lap.lapjv(cost, extend_cost=True, cost_limit=t)`:
 //! choose the pairing that minimises the sum of matched costs plus `t/2` for every row and column
 //! left unmatched. Equivalently, maximise the sum of `t - cost` over matched pairs with
-//! `cost < t`. Rows and columns are split into connected components of admissible pairs, and
-//! each component is solved exactly with the Hungarian algorithm; in tracking the components are
-//! tiny (neighbouring objects), so 200 objects cost little more than 200 single matches.
+//! `cost < t`. The input is sparse, only the admissible pairs (boxes that overlap): rows and
+//! columns are split into connected components of those pairs, and each component is solved
+//! exactly with the Hungarian algorithm. In tracking the components are tiny (neighbouring
+//! objects), so 200 objects cost little more than 200 single matches.
 
 /// The result: matched `(row, col)` pairs and what was left over, each sorted ascending.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -13,10 +14,12 @@ pub struct Assignment {
     pub unmatched_cols: Vec<usize>,
 }
 
-/// `cost` is row-major `rows x cols`; entries `>= limit` (or NaN) can never be matched.
-pub fn assign(cost: &[f32], rows: usize, cols: usize, limit: f32) -> Assignment {
-    assert_eq!(cost.len(), rows * cols, "cost matrix shape");
-    let admissible = |r: usize, c: usize| cost[r * cols + c] < limit;
+/// A candidate pair `(row, col, cost)`. Pairs not listed, and listed ones with
+/// `cost >= limit` (or NaN), are never matched. Each pair at most once.
+pub type Edge = (usize, usize, f32);
+
+pub fn assign(rows: usize, cols: usize, edges: &[Edge], limit: f32) -> Assignment {
+    let edges: Vec<Edge> = edges.iter().copied().filter(|e| e.2 < limit).collect();
 
     // Union-find over rows (0..rows) and columns (rows..rows+cols).
     let mut parent: Vec<usize> = (0..rows + cols).collect();
@@ -27,63 +30,62 @@ pub fn assign(cost: &[f32], rows: usize, cols: usize, limit: f32) -> Assignment 
         }
         x
     }
-    for r in 0..rows {
-        for c in 0..cols {
-            if admissible(r, c) {
-                let (a, b) = (find(&mut parent, r), find(&mut parent, rows + c));
-                if a != b {
-                    parent[a] = b;
-                }
-            }
+    for &(r, c, _) in &edges {
+        assert!(
+            r < rows && c < cols,
+            "edge ({r}, {c}) outside {rows}x{cols}"
+        );
+        let (a, b) = (find(&mut parent, r), find(&mut parent, rows + c));
+        if a != b {
+            parent[a] = b;
         }
     }
-    let mut components: std::collections::HashMap<usize, (Vec<usize>, Vec<usize>)> =
-        std::collections::HashMap::new();
-    for r in 0..rows {
-        let root = find(&mut parent, r);
-        components.entry(root).or_default().0.push(r);
+    // Each component: its edges, rows and columns.
+    let mut component_of = vec![usize::MAX; rows + cols];
+    let mut components: Vec<(Vec<Edge>, Vec<usize>, Vec<usize>)> = Vec::new();
+    for &e in &edges {
+        let root = find(&mut parent, e.0);
+        if component_of[root] == usize::MAX {
+            component_of[root] = components.len();
+            components.push(Default::default());
+        }
+        components[component_of[root]].0.push(e);
     }
-    for c in 0..cols {
-        let root = find(&mut parent, rows + c);
-        components.entry(root).or_default().1.push(c);
+    for (comp_edges, comp_rows, comp_cols) in &mut components {
+        comp_rows.extend(comp_edges.iter().map(|e| e.0));
+        comp_rows.sort_unstable();
+        comp_rows.dedup();
+        comp_cols.extend(comp_edges.iter().map(|e| e.1));
+        comp_cols.sort_unstable();
+        comp_cols.dedup();
     }
 
     let mut out = Assignment::default();
-    for (comp_rows, comp_cols) in components.into_values() {
-        if comp_rows.is_empty() || comp_cols.is_empty() {
-            continue;
-        }
-        // Weights: how much better than leaving both unmatched; zero where inadmissible.
-        let weight = |r: usize, c: usize| {
-            let v = cost[r * cols + c];
-            if v < limit {
-                limit - v
-            } else {
-                0.0
-            }
-        };
+    for (comp_edges, comp_rows, comp_cols) in components {
         if comp_rows.len() == 1 || comp_cols.len() == 1 {
             // A star: the single best edge is optimal.
-            let best = comp_rows
-                .iter()
-                .flat_map(|&r| comp_cols.iter().map(move |&c| (r, c)))
-                .max_by(|a, b| weight(a.0, a.1).total_cmp(&weight(b.0, b.1)));
-            out.matches.extend(best);
+            let best = comp_edges.iter().min_by(|a, b| a.2.total_cmp(&b.2));
+            out.matches.extend(best.map(|e| (e.0, e.1)));
             continue;
         }
+        // Dense weights within the component: how much better than leaving both unmatched.
         let transpose = comp_rows.len() > comp_cols.len();
         let (small, large) = if transpose {
             (&comp_cols, &comp_rows)
         } else {
             (&comp_rows, &comp_cols)
         };
-        let w = |i: usize, j: usize| {
-            if transpose {
-                weight(large[j], small[i])
+        let local = |set: &[usize], x: usize| set.binary_search(&x).expect("in component");
+        let mut weight = vec![0.0f32; small.len() * large.len()];
+        for &(r, c, cost) in &comp_edges {
+            let (i, j) = if transpose {
+                (local(small, c), local(large, r))
             } else {
-                weight(small[i], large[j])
-            }
-        };
+                (local(small, r), local(large, c))
+            };
+            weight[i * large.len() + j] = limit - cost;
+        }
+        let w = |i: usize, j: usize| weight[i * large.len() + j];
         for (i, j) in hungarian_max(small.len(), large.len(), w) {
             if w(i, j) > 0.0 {
                 let pair = if transpose {
@@ -192,6 +194,14 @@ mod tests {
         go(0, &mut vec![false; cols], cost, rows, cols, limit)
     }
 
+    /// Every entry of a row-major dense matrix as an edge.
+    fn dense(cost: &[f32], cols: usize) -> Vec<Edge> {
+        cost.iter()
+            .enumerate()
+            .map(|(i, &c)| (i / cols, i % cols, c))
+            .collect()
+    }
+
     fn total(a: &Assignment, cost: &[f32], cols: usize, limit: f32) -> f32 {
         a.matches
             .iter()
@@ -203,14 +213,14 @@ mod tests {
     fn prefers_the_global_optimum_over_greedy() {
         // Greedy would take (0,0)=0.1 and then (1,1)=0.75; optimal is (0,1)+(1,0).
         let cost = [0.1, 0.2, 0.15, 0.75];
-        let a = assign(&cost, 2, 2, 0.8);
+        let a = assign(2, 2, &dense(&cost, 2), 0.8);
         assert_eq!(a.matches, vec![(0, 1), (1, 0)]);
     }
 
     #[test]
     fn leaves_pairs_over_the_limit_unmatched() {
         let cost = [0.9, 0.95, 0.3, 0.99];
-        let a = assign(&cost, 2, 2, 0.8);
+        let a = assign(2, 2, &dense(&cost, 2), 0.8);
         assert_eq!(a.matches, vec![(1, 0)]);
         assert_eq!(a.unmatched_rows, vec![0]);
         assert_eq!(a.unmatched_cols, vec![1]);
@@ -229,7 +239,7 @@ mod tests {
             let rows = 1 + (rnd() * 6.0) as usize;
             let cols = 1 + (rnd() * 6.0) as usize;
             let cost: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
-            let a = assign(&cost, rows, cols, 0.6);
+            let a = assign(rows, cols, &dense(&cost, cols), 0.6);
             let got = total(&a, &cost, cols, 0.6);
             let want = brute(&cost, rows, cols, 0.6);
             assert!(

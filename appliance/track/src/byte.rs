@@ -110,18 +110,18 @@ impl ByteTracker {
         limit: f32,
         fuse_score: bool,
     ) -> (Vec<usize>, Vec<usize>) {
-        let mut cost = Vec::with_capacity(tracks.len() * dets.len());
-        for &t in tracks {
-            let tr = &self.tracks[t];
-            let tb = tr.bbox();
-            for d in dets {
-                let same_class = !self.params.per_class || d.class_id == tr.class_id;
-                let iou = if same_class { tb.iou(&d.bbox) } else { 0.0 };
-                let sim = if fuse_score { iou * d.score } else { iou };
-                cost.push(1.0 - sim);
+        let boxes: Vec<BBox> = tracks.iter().map(|&t| self.tracks[t].bbox()).collect();
+        let mut edges = Vec::new();
+        for (ti, di) in overlapping(&boxes, dets) {
+            let (tr, d) = (&self.tracks[tracks[ti]], dets[di]);
+            if self.params.per_class && d.class_id != tr.class_id {
+                continue;
             }
+            let iou = boxes[ti].iou(&d.bbox);
+            let sim = if fuse_score { iou * d.score } else { iou };
+            edges.push((ti, di, 1.0 - sim));
         }
-        let a = assign(&cost, tracks.len(), dets.len(), limit);
+        let a = assign(tracks.len(), dets.len(), &edges, limit);
         for &(ti, di) in &a.matches {
             self.tracks[tracks[ti]].absorb(dets[di], self.frame);
         }
@@ -130,6 +130,30 @@ impl ByteTracker {
             a.unmatched_cols,
         )
     }
+}
+
+/// Pairs `(box index, detection index)` whose boxes overlap, by a sweep over detections sorted
+/// by left edge: O((n + k) log n) instead of testing all n x m pairs. Pairs that do not overlap
+/// have IoU 0, which no association stage accepts, so nothing is lost.
+fn overlapping(boxes: &[BBox], dets: &[&Detection]) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..dets.len()).collect();
+    order.sort_unstable_by(|&a, &b| dets[a].bbox.x1.total_cmp(&dets[b].bbox.x1));
+    let widest = dets.iter().map(|d| d.bbox.width()).fold(0.0f32, f32::max);
+    let mut pairs = Vec::new();
+    for (bi, b) in boxes.iter().enumerate() {
+        // Candidates start no further left than the widest detection could reach from.
+        let from = order.partition_point(|&i| dets[i].bbox.x1 < b.x1 - widest);
+        for &di in &order[from..] {
+            let d = &dets[di].bbox;
+            if d.x1 >= b.x2 {
+                break;
+            }
+            if d.x2 > b.x1 && d.y1 < b.y2 && d.y2 > b.y1 {
+                pairs.push((bi, di));
+            }
+        }
+    }
+    pairs
 }
 
 impl Tracker for ByteTracker {
@@ -256,17 +280,19 @@ impl ByteTracker {
     /// A lost track that overlaps a tracked one almost exactly is the same object twice:
     /// keep whichever has existed longer (ByteTrack's `remove_duplicate_stracks`).
     fn remove_duplicates(&mut self) {
+        let boxes: Vec<BBox> = self.tracks.iter().map(Tracklet::bbox).collect();
+        let of = |state: State| -> Vec<usize> {
+            (0..self.tracks.len())
+                .filter(|&i| self.tracks[i].state == state && self.tracks[i].id != 0)
+                .collect()
+        };
+        let (tracked, lost) = (of(State::Tracked), of(State::Lost));
         let mut drop = vec![false; self.tracks.len()];
-        for i in 0..self.tracks.len() {
-            for j in 0..self.tracks.len() {
-                let (a, b) = (&self.tracks[i], &self.tracks[j]);
-                if a.state == State::Tracked
-                    && b.state == State::Lost
-                    && a.id != 0
-                    && a.bbox().iou(&b.bbox()) > 0.85
-                {
-                    let older_a = self.frame - a.start_frame > self.frame - b.start_frame;
-                    drop[if older_a { j } else { i }] = true;
+        for &i in &tracked {
+            for &j in &lost {
+                if boxes[i].iou(&boxes[j]) > 0.85 {
+                    let older_i = self.tracks[i].start_frame < self.tracks[j].start_frame;
+                    drop[if older_i { j } else { i }] = true;
                 }
             }
         }
@@ -294,6 +320,46 @@ mod tests {
             score,
             class_id: 0,
             label: Arc::from("person"),
+        }
+    }
+
+    #[test]
+    fn the_overlap_sweep_finds_exactly_the_overlapping_pairs() {
+        let mut seed = 7u64;
+        let mut rnd = |scale: f32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * scale
+        };
+        for _ in 0..50 {
+            let mut boxes = Vec::new();
+            let mut dets = Vec::new();
+            for _ in 0..40 {
+                boxes.push(BBox::from_xywh(
+                    rnd(500.0),
+                    rnd(500.0),
+                    rnd(90.0),
+                    rnd(90.0),
+                ));
+                dets.push(Detection {
+                    bbox: BBox::from_xywh(rnd(500.0), rnd(500.0), rnd(120.0), rnd(60.0)),
+                    ..det(0.0, 0.0, 0.9)
+                });
+                BBox::from_xywh(rnd(500.0), rnd(500.0), rnd(120.0), rnd(60.0));
+            }
+            let refs: Vec<&Detection> = dets.iter().collect();
+            let mut got = overlapping(&boxes, &refs);
+            got.sort_unstable();
+            let mut want = Vec::new();
+            for (bi, b) in boxes.iter().enumerate() {
+                for (di, d) in dets.iter().enumerate() {
+                    if b.iou(&d.bbox) > 0.0 {
+                        want.push((bi, di));
+                    }
+                }
+            }
+            assert_eq!(got, want);
         }
     }
 
