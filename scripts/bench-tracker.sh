@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
 CACHE="${AEGIS_CACHE:-$HOME/.cache/aegis}"
-VENV="$CACHE/tracker-eval-venv"
+VENV="$CACHE/bench-venv"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
   trackeval==1.3.0 trackers==2.6.1 supervision==0.31.2 numpy==2.4.6 scipy==1.17.1

@@ -4,9 +4,12 @@ use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aegis_config::{Config, ConfigError};
 use clap::{Parser, Subcommand};
+
+mod bench;
 
 #[derive(Parser)]
 #[command(name = "aegis", version, about = "AegisVision edge video analytics")]
@@ -32,13 +35,10 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// End-to-end benchmark: run the config for a while and report glass-to-event latency
-    /// (frame read -> event committed and on the live feed that SSE serves).
+    /// Benchmarks (docs/BENCHMARKS.md); each prints a JSON report.
     Bench {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
+        #[command(subcommand)]
+        what: bench::Bench,
     },
     /// Run the tracker alone on MOTChallenge detections.
     Track {
@@ -120,12 +120,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             aegis_track::write_mot_tracks(&tracks, std::io::BufWriter::new(file))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { config, seconds } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
+        Command::Bench { what } => {
+            let report = match what {
+                bench::Bench::Pipeline { config, seconds } => match load_config(&config) {
+                    Ok(config) => bench::pipeline(&config, Duration::from_secs(seconds))?,
+                    Err(code) => return Ok(code),
+                },
+                bench::Bench::Detector(args) => bench::detector(&args)?,
+                bench::Bench::Decode { file, detect_fps } => bench::decode(&file, detect_fps)?,
             };
-            bench(&config, std::time::Duration::from_secs(seconds))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
@@ -173,60 +177,4 @@ fn serve(config: Config) -> anyhow::Result<()> {
     });
     appliance.stop();
     result
-}
-
-fn bench(config: &Config, duration: std::time::Duration) -> anyhow::Result<()> {
-    let appliance = aegis_pipeline::Appliance::start(
-        config,
-        &aegis_detect::default_ort_library(),
-        Arc::new(aegis_base::SystemClock),
-    )?;
-    let mut feed = appliance.feed().subscribe();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    let end = std::time::Instant::now() + duration;
-    let (mut total, mut own, mut inference) = (vec![], vec![], vec![]);
-    let (mut decode, mut after_decode) = (vec![], vec![]);
-    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
-        match runtime.block_on(async { tokio::time::timeout(left, feed.recv()).await }) {
-            Ok(Ok(e)) => {
-                let glass = e.read_at.elapsed().as_secs_f64() * 1e3;
-                let inf = e.inference.as_secs_f64() * 1e3;
-                total.push(glass);
-                inference.push(inf);
-                own.push(glass - inf);
-                let dec = e.decode.as_secs_f64() * 1e3;
-                decode.push(dec);
-                after_decode.push(glass - inf - dec);
-            }
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
-                tracing::warn!(missed = n, "benchmark fell behind")
-            }
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => break,
-        }
-    }
-    let streams: Vec<_> = appliance.streams.iter().map(|s| s.view()).collect();
-    appliance.stop();
-    let report = serde_json::json!({
-        "events": total.len(),
-        "seconds": duration.as_secs(),
-        "glass_to_event_ms": percentiles(&mut total),
-        "pipeline_share_ms": percentiles(&mut own),
-        "inference_ms": percentiles(&mut inference),
-        "decode_ms": percentiles(&mut decode),
-        "pipeline_share_after_decode_ms": percentiles(&mut after_decode),
-        "streams": streams,
-    });
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
-}
-
-fn percentiles(v: &mut [f64]) -> serde_json::Value {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-            .map(|x| (x * 100.0).round() / 100.0)
-    };
-    serde_json::json!({"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": v.last()})
 }

@@ -1,5 +1,6 @@
 /// Picks which decoded frames go to the detector so that, on average, `fps` frames per second of
 /// stream time are kept, for any source rate: 30 -> 20 keeps 2 of every 3, 10 -> 5 every other.
+/// A rate of 0 keeps nothing (decoding alone, as the decode benchmark measures).
 #[derive(Debug, Clone)]
 pub struct FrameSampler {
     interval: f64,
@@ -16,6 +17,9 @@ impl FrameSampler {
 
     /// Whether the frame at stream time `t` (seconds) is kept.
     pub fn keep(&mut self, t: f64) -> bool {
+        if !self.interval.is_finite() {
+            return false;
+        }
         // Tolerance for timestamps that land a hair before their due time.
         let eps = self.interval * 1e-3;
         match self.next_due {
@@ -53,6 +57,11 @@ mod tests {
             kept(5.0, 10.0, 20).iter().all(|k| *k),
             "never more than the source"
         );
+    }
+
+    #[test]
+    fn a_rate_of_zero_keeps_nothing() {
+        assert!(kept(30.0, 0.0, 90).iter().all(|k| !k));
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! `aegis bench …`: the measurements behind docs/BENCHMARKS.md. Each returns a JSON report;
+//! `scripts/bench.sh` runs them beside their references (the `ffmpeg` CLI, onnxruntime's Python
+//! API) in the same run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aegis_config::Config;
+use aegis_detect::{BackendKind, ObjectDetector, PostProcess};
+use aegis_ingest::{SourceSpec, StreamIngest, StreamStatus};
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Run a config for a while: glass-to-event latency (frame read -> event committed and on
+    /// the live feed that SSE serves), its parts, per-stream counters and memory.
+    Pipeline {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// One detector on one image, many times: latency of preprocess + inference + decode + NMS.
+    Detector(DetectorArgs),
+    /// Decode a file as fast as possible through the ingest path (frame threading, sampling to
+    /// `detect_fps`, one resize per sampled frame): frames per second. `--detect-fps 0`
+    /// decodes only.
+    Decode {
+        file: PathBuf,
+        #[arg(long, default_value_t = 5.0)]
+        detect_fps: f64,
+    },
+}
+
+#[derive(Args)]
+pub struct DetectorArgs {
+    /// The model's manifest (models/*.yaml).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value_t = BackendArg::Ort)]
+    backend: BackendArg,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value_t = 100)]
+    runs: usize,
+    /// Packed RGB24 at the model's input size (e.g. `ffmpeg … -pix_fmt rgb24 -f rawvideo`).
+    #[arg(long)]
+    rgb: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Ort,
+    Tract,
+}
+
+pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
+    let appliance = aegis_pipeline::Appliance::start(
+        config,
+        &aegis_detect::default_ort_library(),
+        Arc::new(aegis_base::SystemClock),
+    )?;
+    let mut feed = appliance.feed().subscribe();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let end = Instant::now() + duration;
+    let (mut total, mut own, mut inference) = (vec![], vec![], vec![]);
+    let (mut decode, mut after_decode) = (vec![], vec![]);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match runtime.block_on(async { tokio::time::timeout(left, feed.recv()).await }) {
+            Ok(Ok(e)) => {
+                let glass = e.read_at.elapsed().as_secs_f64() * 1e3;
+                let inf = e.inference.as_secs_f64() * 1e3;
+                let dec = e.decode.as_secs_f64() * 1e3;
+                total.push(glass);
+                inference.push(inf);
+                own.push(glass - inf);
+                decode.push(dec);
+                after_decode.push(glass - inf - dec);
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                tracing::warn!(missed = n, "benchmark fell behind")
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => break,
+        }
+    }
+    let streams: Vec<_> = appliance.streams.iter().map(|s| s.view()).collect();
+    let memory = memory_mb();
+    appliance.stop();
+    Ok(json!({
+        "events": total.len(),
+        "seconds": duration.as_secs(),
+        "glass_to_event_ms": percentiles(&mut total),
+        "pipeline_share_ms": percentiles(&mut own),
+        "inference_ms": percentiles(&mut inference),
+        "decode_ms": percentiles(&mut decode),
+        "pipeline_share_after_decode_ms": percentiles(&mut after_decode),
+        "memory_mb": memory,
+        "streams": streams,
+    }))
+}
+
+pub fn detector(args: &DetectorArgs) -> anyhow::Result<Value> {
+    let kind = match args.backend {
+        BackendArg::Ort => BackendKind::Ort,
+        BackendArg::Tract => BackendKind::Tract,
+    };
+    let mut detector = ObjectDetector::load(
+        &args.model,
+        kind,
+        args.threads,
+        &aegis_detect::default_ort_library(),
+        |m| PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5),
+    )?;
+    let rgb = std::fs::read(&args.rgb).with_context(|| args.rgb.display().to_string())?;
+    let (w, h) = detector.input_size();
+    // Warm-up, as the reference does.
+    for _ in 0..5 {
+        detector.detect(&rgb, w, h)?;
+    }
+    let mut times = Vec::with_capacity(args.runs);
+    let mut found = 0;
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        found = detector.detect(&rgb, w, h)?.len();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(json!({
+        "model": args.model,
+        "threads": args.threads,
+        "runs": args.runs,
+        "detections": found,
+        "latency_ms": percentiles(&mut times),
+    }))
+}
+
+pub fn decode(file: &Path, detect_fps: f64) -> anyhow::Result<Value> {
+    aegis_ingest::init()?;
+    let status = Arc::new(StreamStatus::new("bench", &file.display().to_string()));
+    let ingest = StreamIngest {
+        spec: SourceSpec::File {
+            path: file.to_owned(),
+            looping: false,
+            realtime: false,
+        },
+        input_size: (512, 512),
+        detect_fps,
+        status: status.clone(),
+        backoff: aegis_base::Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
+        clock: Arc::new(aegis_base::SystemClock),
+    };
+    let (tx, rx) = sync_channel(2);
+    let drain = std::thread::spawn(move || rx.into_iter().count());
+    let started = Instant::now();
+    ingest.run(tx, aegis_base::Shutdown::new());
+    let seconds = started.elapsed().as_secs_f64();
+    let sampled = drain.join().expect("drain thread");
+    let view = status.view();
+    anyhow::ensure!(
+        view.frames_decoded > 0,
+        "nothing decoded: {:?}",
+        view.last_error
+    );
+    Ok(json!({
+        "file": file,
+        "frames_decoded": view.frames_decoded,
+        "frames_sampled": sampled,
+        "seconds": seconds,
+        "decode_fps": view.frames_decoded as f64 / seconds,
+    }))
+}
+
+/// Resident and peak resident memory of this process, from /proc (Linux).
+fn memory_mb() -> Value {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| (kb / 1024.0).round())
+    };
+    json!({"rss": field("VmRSS:"), "peak_rss": field("VmHWM:")})
+}
+
+fn percentiles(v: &mut [f64]) -> Value {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .map(|x| (x * 100.0).round() / 100.0)
+    };
+    json!({"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": v.last()})
+}
