@@ -1,8 +1,12 @@
 #!/usr/bin/python3
-"""A real RTSP server for tests: GStreamer's gst-rtsp-server on 127.0.0.1.
+"""A real RTSP server for tests and benchmarks: GStreamer's gst-rtsp-server on 127.0.0.1.
 
-Usage: rtsp_server.py PORT
-Serves rtsp://127.0.0.1:PORT/live, a live 640x360 H.264 test pattern at 15 fps. Prints READY when bound.
+Usage: rtsp_server.py PORT [SOURCE]
+Serves rtsp://127.0.0.1:PORT/live and prints READY when bound. SOURCE is one of:
+  h264 (default)  a live 640x360 test pattern at 15 fps, encoded with x264, shared by all clients
+  h265            the same pattern encoded with x265
+  FILE.mp4        an H.264 MP4 sent as it is (no re-encoding), in real time, from its start
+                  for each client (the capacity benchmark's cameras)
 Run with Debian's /usr/bin/python3 (it has the `gi` bindings).
 """
 import sys
@@ -14,13 +18,19 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 port = sys.argv[1]
+source = sys.argv[2] if len(sys.argv) > 2 else "h264"
 Gst.init(None)
-encoder = "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 config-interval=1"
+pattern = "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=15/1"
 factory = GstRtspServer.RTSPMediaFactory()
-factory.set_launch(
-    f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=15/1 ! {encoder} )"
-)
-factory.set_shared(True)
+if source == "h264":
+    launch = f"{pattern} ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 config-interval=1"
+    factory.set_shared(True)
+elif source == "h265":
+    launch = f"{pattern} ! x265enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph265pay name=pay0 pt=96 config-interval=1"
+    factory.set_shared(True)
+else:
+    launch = f"filesrc location={source} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1"
+factory.set_launch(f"( {launch} )")
 server = GstRtspServer.RTSPServer()
 server.set_address("127.0.0.1")
 server.set_service(port)

@@ -1,6 +1,7 @@
 //! RTSP ingest against a real RTSP server (GStreamer's gst-rtsp-server, started by this test on
 //! loopback): frames arrive over TCP and UDP; the server dies and comes back and the stream
-//! recovers by itself; an unreachable camera is reported, with its credentials hidden.
+//! recovers by itself; an unreachable camera is reported, with its credentials hidden; H.265
+//! cameras decode as well as H.264 ones.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -17,10 +18,16 @@ struct RtspServer(Child);
 
 impl RtspServer {
     fn start(port: u16) -> Self {
+        Self::start_with(port, "h264")
+    }
+
+    /// `source`: `h264` or `h265` (see hil-tests/rtsp_server.py).
+    fn start_with(port: u16, source: &str) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hil-tests/rtsp_server.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)
             .arg(port.to_string())
+            .arg(source)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the RTSP server (scripts/setup.sh installs it)");
@@ -153,6 +160,15 @@ fn frames_arrive_over_udp_too() {
     let _server = RtspServer::start(port);
     let r = ingest(&format!("rtsp://127.0.0.1:{port}/live"), true);
     frames(&r, 10, Duration::from_secs(20));
+}
+
+#[test]
+fn an_h265_camera_decodes_like_an_h264_one() {
+    let port = free_port();
+    let _server = RtspServer::start_with(port, "h265");
+    let r = ingest(&format!("rtsp://127.0.0.1:{port}/live"), false);
+    frames(&r, 10, Duration::from_secs(20));
+    assert_eq!(r.status.view().state, StreamState::Online);
 }
 
 #[test]
