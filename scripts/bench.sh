@@ -4,8 +4,10 @@
 #   detector   `aegis bench detector` (ort, tract) vs onnxruntime's Python API, same model,
 #              same image, same thread count
 #   pipeline   `aegis bench pipeline` on the demo clip: glass-to-event latency and memory
+#   capacity   1, 2, 3… 720p30 RTSP cameras at 5 detect-fps until one is no longer held in
+#              real time (opt-in: it takes several minutes)
 # Run it on an otherwise idle machine; never while something is building.
-# Usage: bash scripts/bench.sh [decode|detector|pipeline]...   (default: all three)
+# Usage: bash scripts/bench.sh [decode|detector|pipeline|capacity]...   (default: the first three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORT_LIB=$(bash scripts/setup.sh | tail -n 1)
@@ -58,6 +60,46 @@ bench_detector() {
 bench_pipeline() {
   sed -e "s#\.\./data#$WORK/data#" -e "s#\.\./#$PWD/#g" config/demo.yaml > "$WORK/bench.yaml"
   "$AEGIS" bench pipeline --config "$WORK/bench.yaml" --seconds 80
+}
+
+bench_capacity() {
+  # The cameras: the demo clip scaled to 1280x720 and converted to 30 fps, 150 s, encoded once
+  # and then sent as it is by gst-rtsp-server (no encoding while we measure).
+  local clip720="$CACHE/bench/vtest_720p30.mp4"
+  if [ ! -f "$clip720" ]; then
+    mkdir -p "$CACHE/bench"
+    ffmpeg -loglevel error -nostdin -stream_loop 1 -i "$CLIP" -t 150 -vf scale=1280:720,fps=30 \
+      -c:v libx264 -preset veryfast -profile:v high -g 60 -bf 0 -pix_fmt yuv420p -an -y "$clip720.tmp.mp4"
+    mv "$clip720.tmp.mp4" "$clip720"
+  fi
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  coproc SERVER { exec /usr/bin/python3 hil-tests/rtsp_server.py "$port" "$clip720"; }
+  read -r ready <&"${SERVER[0]}"
+  [ "$ready" = READY ] || { echo "RTSP server did not start" >&2; return 1; }
+  for n in 1 2 3 4 5 6; do
+    {
+      echo "cameras:"
+      for i in $(seq 1 "$n"); do
+        echo "  - {name: cam$i, url: 'rtsp://127.0.0.1:$port/live', detect_fps: 5}"
+      done
+      echo "detector: {model: $PWD/models/centernet_mbv3_coco80.yaml, labels: [person, bicycle, car, motorcycle, bus, truck]}"
+      echo "storage: {dir: $WORK/capacity-$n}"
+    } > "$WORK/capacity-$n.yaml"
+    report=$("$AEGIS" bench pipeline --config "$WORK/capacity-$n.yaml" --seconds 60 2>/dev/null)
+    # Held: every stream decodes 30 fps and detects at least 95% of 5 fps, dropping under 1%.
+    held=$(echo "$report" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+s = r["streams"]
+held = all(v["frames_detected"] >= 0.95 * 5 * r["seconds"] * 0.97 and v["frames_dropped"] <= 0.01 * max(1, v["frames_sampled"]) for v in s)
+print(json.dumps({"cameras": len(s), "held": held, "cpu_cores_used": r["cpu_cores_used"], "memory_mb": r["memory_mb"],
+  "glass_to_event_ms": r["glass_to_event_ms"], "inference_ms": r["inference_ms"],
+  "per_stream": [{k: v[k] for k in ("name", "fps", "frames_decoded", "frames_sampled", "frames_detected", "frames_dropped")} for v in s]}))')
+    echo "$held"
+    case "$held" in *'"held": false'*) break ;; esac
+  done
+  kill "$SERVER_PID"
 }
 
 for what in "${@:-decode detector pipeline}"; do

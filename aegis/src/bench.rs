@@ -69,7 +69,8 @@ pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
-    let end = Instant::now() + duration;
+    let (cpu_start, started) = (cpu_seconds(), Instant::now());
+    let end = started + duration;
     let (mut total, mut own, mut inference) = (vec![], vec![], vec![]);
     let (mut decode, mut after_decode) = (vec![], vec![]);
     while let Some(left) = end.checked_duration_since(Instant::now()) {
@@ -92,6 +93,7 @@ pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
     }
     let streams: Vec<_> = appliance.streams.iter().map(|s| s.view()).collect();
     let memory = memory_mb();
+    let cores_used = (cpu_seconds() - cpu_start) / started.elapsed().as_secs_f64();
     appliance.stop();
     Ok(json!({
         "events": total.len(),
@@ -102,6 +104,7 @@ pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
         "decode_ms": percentiles(&mut decode),
         "pipeline_share_after_decode_ms": percentiles(&mut after_decode),
         "memory_mb": memory,
+        "cpu_cores_used": (cores_used * 100.0).round() / 100.0,
         "streams": streams,
     }))
 }
@@ -187,6 +190,20 @@ fn memory_mb() -> Value {
             .map(|kb| (kb / 1024.0).round())
     };
     json!({"rss": field("VmRSS:"), "peak_rss": field("VmHWM:")})
+}
+
+/// CPU time (user + system) this process has used so far, all threads, from /proc (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf only reads its argument.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime and stime are fields 14 and 15 of proc(5) stat; after the name, indices 11 and 12.
+    (ticks(11) + ticks(12)) / per_second.max(1.0)
 }
 
 fn percentiles(v: &mut [f64]) -> Value {
