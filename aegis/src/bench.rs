@@ -199,7 +199,12 @@ fn cpu_seconds() -> f64 {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // SAFETY: sysconf only reads its argument.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     // utime and stime are fields 14 and 15 of proc(5) stat; after the name, indices 11 and 12.

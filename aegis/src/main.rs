@@ -1,15 +1,19 @@
-//! `aegis`: the appliance binary. Thin: each sub-command parses its arguments and calls a library.
+//! `aegis`: one binary, two roles chosen by Cargo features of the same crates: `edge`, the
+//! appliance (default), and `core`, the fleet core. Thin: each sub-command parses its arguments
+//! and calls a library.
 
-use std::io::BufReader;
-use std::path::PathBuf;
+#[cfg(not(any(feature = "edge", feature = "core")))]
+compile_error!("build aegis with the `edge` feature, the `core` feature, or both");
+
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
-use aegis_config::{Config, ConfigError};
+use aegis_base::Shutdown;
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "edge")]
 mod bench;
+#[cfg(feature = "edge")]
+mod edge;
 
 #[derive(Parser)]
 #[command(name = "aegis", version, about = "AegisVision edge video analytics")]
@@ -20,161 +24,61 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the appliance: every camera in the config, and the web API.
-    Run {
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Check a config file and list every error in it.
-    Validate { config: PathBuf },
-    /// Verify the store (rows against blob files and hashes); --repair fixes what is safe.
-    Check {
-        /// The storage directory (holds aegis.db and blobs/).
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        repair: bool,
-    },
-    /// Benchmarks (docs/BENCHMARKS.md); each prints a JSON report.
-    Bench {
-        #[command(subcommand)]
-        what: bench::Bench,
-    },
-    /// Run the tracker alone on MOTChallenge detections.
-    Track {
-        #[arg(long)]
-        mot_det: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// Frames a lost track is kept for.
-        #[arg(long, default_value_t = 30)]
-        buffer: u32,
+    #[cfg(feature = "edge")]
+    #[command(flatten)]
+    Edge(edge::Command),
+    /// Run the fleet core's API.
+    #[cfg(feature = "core")]
+    Core {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
     },
 }
-
-/// Exit status for a bad config or bad arguments (EX_USAGE / EX_DATAERR).
-const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     aegis_base::init_tracing();
-    match run(Cli::parse().command) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e: ConfigError| {
-        eprintln!("{}: {e}", path.display());
-        ExitCode::from(EXIT_CONFIG)
+    let result = match Cli::parse().command {
+        #[cfg(feature = "edge")]
+        Command::Edge(command) => edge::run(command),
+        #[cfg(feature = "core")]
+        Command::Core { listen } => serve_core(listen).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
     })
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Validate { config } => Ok(match load_config(&config) {
-            Ok(c) => {
-                println!("{}: ok ({} camera(s))", config.display(), c.cameras.len());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        }),
-        Command::Check { data, repair } => {
-            let store = aegis_store::Store::open(&data)?;
-            let report = store.check(repair)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(if report.is_clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+/// Triggers `shutdown` on Ctrl-C or SIGTERM. Call inside a Tokio runtime.
+fn stop_on_signal(shutdown: Shutdown) -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
         }
-        Command::Track {
-            mot_det,
-            out,
-            buffer,
-        } => {
-            let file = std::fs::File::open(&mot_det)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", mot_det.display()))?;
-            let dets = aegis_track::read_mot_detections(BufReader::new(file))
-                .map_err(|e| anyhow::anyhow!("{}: {e}", mot_det.display()))?;
-            let params = aegis_track::TrackerParams {
-                max_lost_frames: buffer,
-                ..Default::default()
-            };
-            let started = std::time::Instant::now();
-            let tracks = aegis_track::track_mot(&dets, params);
-            let elapsed = started.elapsed().as_secs_f64();
-            let frames = dets.iter().map(|d| d.frame).max().unwrap_or(0);
-            eprintln!(
-                "tracked {frames} frames, {} detections in {:.3} ms ({:.0} frames/s)",
-                dets.len(),
-                elapsed * 1e3,
-                f64::from(frames) / elapsed.max(1e-9)
-            );
-            let file = std::fs::File::create(&out)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-            aegis_track::write_mot_tracks(&tracks, std::io::BufWriter::new(file))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench { what } => {
-            let report = match what {
-                bench::Bench::Pipeline { config, seconds } => match load_config(&config) {
-                    Ok(config) => bench::pipeline(&config, Duration::from_secs(seconds))?,
-                    Err(code) => return Ok(code),
-                },
-                bench::Bench::Detector(args) => bench::detector(&args)?,
-                bench::Bench::Decode { file, detect_fps } => bench::decode(&file, detect_fps)?,
-            };
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Run { config } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            serve(config)?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+        tracing::info!("shutting down");
+        shutdown.trigger();
+    });
+    Ok(())
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    let appliance = aegis_pipeline::Appliance::start(
-        &config,
-        &aegis_detect::default_ort_library(),
-        Arc::new(aegis_base::SystemClock),
-    )?;
-    let state = aegis_web::WebState {
-        store: appliance.store.clone(),
-        streams: appliance.streams.clone(),
-        live: appliance.feed(),
-        shutdown: appliance.shutdown_handle(),
-    };
-    let runtime = tokio::runtime::Runtime::new()?;
-    let shutdown = appliance.shutdown_handle();
-    let result = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, "web API listening");
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            tracing::info!("shutting down");
-            shutdown.trigger();
-        });
-        aegis_web::serve(listener, state).await?;
+/// Binds `addr`, with an error that names it.
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    Ok(listener)
+}
+
+#[cfg(feature = "core")]
+fn serve_core(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let listener = bind(listen).await?;
+        let shutdown = Shutdown::new();
+        stop_on_signal(shutdown.clone())?;
+        aegis_fleet::serve(listener, shutdown).await?;
         anyhow::Ok(())
-    });
-    appliance.stop();
-    result
+    })
 }

@@ -1,5 +1,6 @@
 //! The appliance end to end on the real demo clip, the real model and the real HTTP API:
 //! what a user sees after starting it.
+#![cfg(feature = "edge")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

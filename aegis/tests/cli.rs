@@ -1,13 +1,12 @@
-//! The binary as a user runs it.
+//! The appliance binary as a user runs it.
+#![cfg(feature = "edge")]
 
-use std::io::{Read, Write};
+mod common;
+
+use common::{aegis, free_port, stop, wait_healthy};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::Duration;
-
-fn aegis() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_aegis"))
-}
 
 #[test]
 fn validate_lists_every_error_and_exits_64() {
@@ -59,14 +58,6 @@ fn run_refuses_a_bad_config_before_starting_anything() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A config for the looped demo clip with the person model; `camera` adds camera options.
 fn run_config(dir: &Path, port: u16, camera: &str) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -81,35 +72,6 @@ fn run_config(dir: &Path, port: u16, camera: &str) -> PathBuf {
     )
     .unwrap();
     cfg
-}
-
-fn wait_healthy(port: u16) {
-    for _ in 0..300 {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            s.write_all(b"GET /api/health HTTP/1.0\r\n\r\n").unwrap();
-            let mut body = String::new();
-            s.read_to_string(&mut body).unwrap();
-            assert!(body.contains("\"version\""), "{body}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the API did not come up");
-}
-
-/// SIGTERM, and the appliance must exit cleanly.
-fn stop(mut child: Child) {
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM must stop the appliance cleanly: {status:?}"
-    );
 }
 
 #[test]

@@ -1,0 +1,149 @@
+//! The appliance's sub-commands (the `edge` feature).
+
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_config::{Config, ConfigError};
+use clap::Subcommand;
+
+use crate::bench;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the appliance: every camera in the config, and the web API.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and list every error in it.
+    Validate { config: PathBuf },
+    /// Verify the store (rows against blob files and hashes); --repair fixes what is safe.
+    Check {
+        /// The storage directory (holds aegis.db and blobs/).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Benchmarks (docs/BENCHMARKS.md); each prints a JSON report.
+    Bench {
+        #[command(subcommand)]
+        what: bench::Bench,
+    },
+    /// Run the tracker alone on MOTChallenge detections.
+    Track {
+        #[arg(long)]
+        mot_det: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Frames a lost track is kept for.
+        #[arg(long, default_value_t = 30)]
+        buffer: u32,
+    },
+}
+
+/// Exit status for a bad config or bad arguments (EX_USAGE / EX_DATAERR).
+const EXIT_CONFIG: u8 = 64;
+
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e: ConfigError| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { config } => Ok(match load_config(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} camera(s))", config.display(), c.cameras.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        }),
+        Command::Check { data, repair } => {
+            let store = aegis_store::Store::open(&data)?;
+            let report = store.check(repair)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Track {
+            mot_det,
+            out,
+            buffer,
+        } => {
+            let file = std::fs::File::open(&mot_det)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", mot_det.display()))?;
+            let dets = aegis_track::read_mot_detections(BufReader::new(file))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", mot_det.display()))?;
+            let params = aegis_track::TrackerParams {
+                max_lost_frames: buffer,
+                ..Default::default()
+            };
+            let started = std::time::Instant::now();
+            let tracks = aegis_track::track_mot(&dets, params);
+            let elapsed = started.elapsed().as_secs_f64();
+            let frames = dets.iter().map(|d| d.frame).max().unwrap_or(0);
+            eprintln!(
+                "tracked {frames} frames, {} detections in {:.3} ms ({:.0} frames/s)",
+                dets.len(),
+                elapsed * 1e3,
+                f64::from(frames) / elapsed.max(1e-9)
+            );
+            let file = std::fs::File::create(&out)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            aegis_track::write_mot_tracks(&tracks, std::io::BufWriter::new(file))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { what } => {
+            let report = match what {
+                bench::Bench::Pipeline { config, seconds } => match load_config(&config) {
+                    Ok(config) => bench::pipeline(&config, Duration::from_secs(seconds))?,
+                    Err(code) => return Ok(code),
+                },
+                bench::Bench::Detector(args) => bench::detector(&args)?,
+                bench::Bench::Decode { file, detect_fps } => bench::decode(&file, detect_fps)?,
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            serve(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let appliance = aegis_pipeline::Appliance::start(
+        &config,
+        &aegis_detect::default_ort_library(),
+        Arc::new(aegis_base::SystemClock),
+    )?;
+    let state = aegis_web::WebState {
+        store: appliance.store.clone(),
+        streams: appliance.streams.clone(),
+        live: appliance.feed(),
+        shutdown: appliance.shutdown_handle(),
+    };
+    let shutdown = appliance.shutdown_handle();
+    let result = tokio::runtime::Runtime::new()?.block_on(async {
+        let listener = crate::bind(config.http.listen).await?;
+        crate::stop_on_signal(shutdown)?;
+        aegis_web::serve(listener, state).await?;
+        anyhow::Ok(())
+    });
+    appliance.stop();
+    result
+}
