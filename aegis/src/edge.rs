@@ -1,7 +1,7 @@
 //! The appliance's sub-commands (the `edge` feature).
 
-use std::io::BufReader;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,11 @@ pub enum Command {
         #[command(subcommand)]
         what: bench::Bench,
     },
+    /// Rules tools (docs/rules.md).
+    Rules {
+        #[command(subcommand)]
+        what: RulesCommand,
+    },
     /// Run the tracker alone on MOTChallenge detections.
     Track {
         #[arg(long)]
@@ -42,6 +47,21 @@ pub enum Command {
         /// Frames a lost track is kept for.
         #[arg(long, default_value_t = 30)]
         buffer: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RulesCommand {
+    /// Run a rules file over recorded tracks (JSON lines) and print the rule events (JSON lines).
+    Replay {
+        /// The rules file: zones, lines and rules.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        tracks: PathBuf,
+        /// A model manifest: rules that name labels it does not detect are refused.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
 }
 
@@ -74,6 +94,14 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Rules {
+            what:
+                RulesCommand::Replay {
+                    config,
+                    tracks,
+                    model,
+                },
+        } => replay(&config, &tracks, model.as_deref()),
         Command::Track {
             mot_det,
             out,
@@ -123,6 +151,40 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn replay(config: &Path, tracks: &Path, model: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let labels = match model {
+        Some(m) => Some(aegis_detect::Manifest::load(m)?.0.classes),
+        None => None,
+    };
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let rules = match aegis_rules::RuleSet::parse(&text, labels.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: {e}", config.display());
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let input =
+        std::fs::File::open(tracks).map_err(|e| anyhow::anyhow!("{}: {e}", tracks.display()))?;
+    let mut engine = aegis_rules::Engine::new(rules);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (n, line) in BufReader::new(input).lines().enumerate() {
+        let line = line.map_err(|e| anyhow::anyhow!("{}: {e}", tracks.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let frame: aegis_rules::TrackFrame = serde_json::from_str(&line)
+            .map_err(|e| anyhow::anyhow!("{} line {}: {e}", tracks.display(), n + 1))?;
+        for event in engine.update(&frame) {
+            serde_json::to_writer(&mut out, &event)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

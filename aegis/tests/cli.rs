@@ -183,3 +183,64 @@ fn kill_9_while_events_are_written_loses_nothing_committed_and_check_is_clean() 
     assert_eq!(report["events_without_outbox"], 0);
     assert!(report["blobs_checked"].as_u64().unwrap() > 0, "{report:#}");
 }
+
+#[test]
+fn rules_replay_prints_rule_events_and_names_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "lines:\n  - {name: gate, camera: door, from: [0.0, 0.5], to: [1.0, 0.5]}\nrules:\n  - {name: in, kind: line_cross, line: gate, direction: a_to_b, labels: [person]}\n",
+    )
+    .unwrap();
+    // A person walks down across the line; a car does the same and is not counted.
+    let frames: String = [0.3, 0.45, 0.55, 0.7]
+        .iter()
+        .enumerate()
+        .map(|(i, y)| {
+            let py = y * 720.0;
+            format!(
+                "{{\"stream\":\"door\",\"t_ms\":{},\"frame\":[1280,720],\"tracks\":[{{\"id\":1,\"label\":\"person\",\"score\":0.9,\"bbox\":[600,{},640,{py}]}},{{\"id\":2,\"label\":\"car\",\"score\":0.9,\"bbox\":[100,{},300,{py}]}}]}}\n",
+                i * 200,
+                py - 100.0,
+                py - 80.0
+            )
+        })
+        .collect();
+    let tracks = dir.path().join("tracks.jsonl");
+    std::fs::write(&tracks, &frames).unwrap();
+    let replay = |tracks: &Path| {
+        aegis()
+            .args(["rules", "replay", "--config"])
+            .arg(&rules)
+            .arg("--tracks")
+            .arg(tracks)
+            .output()
+            .unwrap()
+    };
+    let out = replay(&tracks);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "line_cross");
+    assert_eq!(events[0]["direction"], "a_to_b");
+    assert_eq!(events[0]["object"]["track_id"], 1);
+    assert_eq!(events[0]["at_ms"], 400);
+
+    std::fs::write(&tracks, format!("{frames}{{\"stream\": \"door\"}}\n")).unwrap();
+    let out = replay(&tracks);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 5"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

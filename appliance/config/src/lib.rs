@@ -477,7 +477,7 @@ impl CameraConfig {
 }
 
 /// Deserialises one section, recording any error with its full path.
-fn section<T: DeserializeOwned>(
+pub fn section<T: DeserializeOwned>(
     value: Option<&serde_yaml::Value>,
     path: &str,
     errors: &mut Vec<FieldError>,
