@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Anchor, Direction, Kind, RuleDef, RuleSet};
+use crate::config::{Anchor, Direction, Kind, LineDef, RuleDef, RuleSet, ZoneDef};
 use crate::geometry::{self, Point};
 
 /// One frame of one stream's tracks: a line of the replay input (docs/rules.md).
@@ -150,7 +150,9 @@ struct ObjectState {
     entered_ms: i64,
     dwell_fired: bool,
     last_fired_ms: Option<i64>,
-    last: Option<(String, f32)>,
+    /// Last label and score seen, for an exit reported when the track ends.
+    label: String,
+    score: f32,
 }
 
 #[derive(Debug, Default)]
@@ -161,16 +163,35 @@ struct RuleState {
     reported: Option<(u32, Option<bool>)>,
 }
 
+/// A rule's zone or line, resolved once.
+#[derive(Debug)]
+enum Shape {
+    Zone(ZoneDef),
+    Line(LineDef),
+}
+
 /// Runs a rule set over the frames of any number of streams.
 #[derive(Debug)]
 pub struct Engine {
-    rules: RuleSet,
-    /// Per stream, per rule (index into `rules.rules`).
+    rules: Vec<(RuleDef, Shape)>,
+    /// Per stream, per rule.
     state: HashMap<String, Vec<RuleState>>,
 }
 
 impl Engine {
-    pub fn new(rules: RuleSet) -> Self {
+    pub fn new(set: RuleSet) -> Self {
+        let rules = set
+            .rules
+            .iter()
+            .map(|r| {
+                let shape = match (&r.zone, &r.line) {
+                    (Some(z), _) => Shape::Zone(set.zone(z).clone()),
+                    (None, Some(l)) => Shape::Line(set.line(l).clone()),
+                    (None, None) => unreachable!("validated: every rule has a zone or a line"),
+                };
+                (r.clone(), shape)
+            })
+            .collect();
         Self {
             rules,
             state: HashMap::new(),
@@ -179,26 +200,16 @@ impl Engine {
 
     /// Feeds one frame; returns the rule events it caused.
     pub fn update(&mut self, frame: &TrackFrame) -> Vec<RuleEvent> {
-        let n = self.rules.rules.len();
+        let n = self.rules.len();
         let states = self
             .state
             .entry(frame.stream.clone())
             .or_insert_with(|| (0..n).map(|_| RuleState::default()).collect());
         let mut out = Vec::new();
-        for (rule, state) in self.rules.rules.iter().zip(states.iter_mut()) {
-            let camera = match rule.kind {
-                Kind::LineCross => {
-                    &self
-                        .rules
-                        .line(rule.line.as_deref().unwrap_or_default())
-                        .camera
-                }
-                _ => {
-                    &self
-                        .rules
-                        .zone(rule.zone.as_deref().unwrap_or_default())
-                        .camera
-                }
+        for ((rule, shape), state) in self.rules.iter().zip(states.iter_mut()) {
+            let camera = match shape {
+                Shape::Zone(z) => &z.camera,
+                Shape::Line(l) => &l.camera,
             };
             if *camera != frame.stream {
                 continue;
@@ -217,15 +228,17 @@ impl Engine {
                 }
                 let at = anchor(rule.anchor, t.bbox, frame.frame);
                 let o = state.objects.entry(t.id).or_default();
-                o.last = Some((t.label.clone(), t.score));
+                if o.label != t.label {
+                    o.label.clone_from(&t.label);
+                }
+                o.score = t.score;
                 let object = || Object {
                     track_id: t.id,
                     label: t.label.clone(),
                     score: t.score,
                 };
-                match rule.kind {
-                    Kind::LineCross => {
-                        let def = self.rules.line(rule.line.as_deref().unwrap_or_default());
+                match shape {
+                    Shape::Line(def) => {
                         let s = geometry::cross(def.from, def.to, at);
                         if s == 0.0 {
                             continue; // on the line: no side yet
@@ -261,8 +274,7 @@ impl Engine {
                             });
                         }
                     }
-                    _ => {
-                        let def = self.rules.zone(rule.zone.as_deref().unwrap_or_default());
+                    Shape::Zone(def) => {
                         let inside = geometry::contains(&def.points, at);
                         if let Some(change) = o.inside.observe(inside, frame.t_ms, at, rule.inertia)
                         {
@@ -321,13 +333,12 @@ impl Engine {
                 };
                 let was_inside = state.occupants.remove(id);
                 if rule.kind == Kind::ZoneExit && was_inside {
-                    let (label, score) = o.last.unwrap_or_default();
                     emit(What::ZoneExit {
                         zone: rule.zone.clone().unwrap_or_default(),
                         object: Object {
                             track_id: *id,
-                            label,
-                            score,
+                            label: o.label,
+                            score: o.score,
                         },
                         track_ended: true,
                     });
