@@ -154,6 +154,32 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
         assert_eq!(&jpeg.bytes().await.unwrap()[..2], &[0xFF, 0xD8]);
     }
 
+    // Prometheus sees the same counters, the detector's latency and the outbox.
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let metrics = metrics.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(value("aegis_frames_decoded_total{camera=\"plaza\"}"), 200.0);
+    assert_eq!(
+        value("aegis_detect_latency_seconds_count{camera=\"plaza\"}"),
+        view.frames_detected as f64
+    );
+    assert_eq!(
+        value("aegis_detect_latency_seconds_bucket{camera=\"plaza\",le=\"+Inf\"}"),
+        view.frames_detected as f64
+    );
+    assert_eq!(value("aegis_stream_up{camera=\"broken\"}"), 0.0);
+    assert_eq!(value("aegis_outbox_backlog"), events.len() as f64);
+    assert!(value("aegis_disk_free_bytes") > 0.0);
+
     // Track ids are stable: each has exactly one `new`.
     let mut ids: Vec<_> = new
         .iter()

@@ -1,14 +1,16 @@
-//! Foundations shared by every AegisVision crate: clocks, shutdown, backoff, telemetry setup and
-//! credential redaction. No business logic lives here.
+//! Foundations shared by every AegisVision crate: clocks, shutdown, backoff, telemetry setup,
+//! a latency histogram and credential redaction. No business logic lives here.
 
 mod backoff;
 mod clock;
+mod histogram;
 mod redact;
 mod shutdown;
 mod telemetry;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, SystemClock};
+pub use histogram::{Histogram, HistogramSnapshot};
 pub use redact::redact_url;
 pub use shutdown::Shutdown;
 pub use telemetry::init_tracing;

@@ -31,7 +31,14 @@ pub struct StreamStatus {
     /// Snapshots that events named but that could not be stored (queue full, encode or disk
     /// error); those events stay, without a snapshot.
     pub snapshots_lost: AtomicU64,
+    /// Time the detector takes per frame (preprocess, inference, decoding, NMS).
+    pub detect_latency: aegis_base::Histogram,
 }
+
+/// Detector latency buckets, seconds.
+const DETECT_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0,
+];
 
 #[derive(Debug)]
 struct Inner {
@@ -80,6 +87,7 @@ impl StreamStatus {
             detected: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             snapshots_lost: AtomicU64::new(0),
+            detect_latency: aegis_base::Histogram::new(DETECT_BOUNDS),
         }
     }
 

@@ -261,6 +261,7 @@ impl CameraWorker {
             .map_err(|e| e.to_string())?;
         let inference = started.elapsed();
         self.status.detected.fetch_add(1, Ordering::Relaxed);
+        self.status.detect_latency.observe(inference);
         let tracks = self.tracker.update(&detections);
         let mut pending = self.lifecycle.update(
             &tracks,

@@ -358,6 +358,21 @@ impl Store {
         )? as u64)
     }
 
+    /// Bytes free for an unprivileged writer on the store's file system.
+    pub fn disk_free(&self) -> Result<u64, StoreError> {
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes())
+            .map_err(|e| io_err(&self.dir)(std::io::Error::other(e)))?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: `path` is NUL-terminated and `st` is writable memory of the right type.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io_err(&self.dir)(std::io::Error::last_os_error()));
+        }
+        // SAFETY: statvfs succeeded, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+
     /// The highest event seq, for SSE clients that start now.
     pub fn last_seq(&self) -> Result<i64, StoreError> {
         let conn = lock(&self.reader);

@@ -2,6 +2,7 @@
 //! stream (SSE, resumable with `Last-Event-ID`), blobs by URN, and a small status page.
 //! Every error is an RFC 9457 problem document.
 
+mod metrics;
 mod problem;
 mod sse;
 
@@ -40,6 +41,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/events", get(events))
         .route("/api/events/stream", get(sse::stream))
         .route("/api/blobs/{urn}", get(blob))
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }

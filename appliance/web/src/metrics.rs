@@ -1,0 +1,142 @@
+//! `GET /metrics`: Prometheus text exposition (format 0.0.4), written by hand; the format is a
+//! few lines and needs no client library.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use aegis_ingest::StreamState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::{ApiError, WebState};
+
+/// Writes `# HELP` and `# TYPE` for a family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoResponse, ApiError> {
+    let mut out = String::with_capacity(4096);
+    let counters: [(&str, &str, fn(&aegis_ingest::StreamStatus) -> u64); 7] = [
+        ("aegis_frames_decoded_total", "Frames decoded.", |s| {
+            s.decoded.load(Relaxed)
+        }),
+        (
+            "aegis_frames_sampled_total",
+            "Frames kept for the detector at its detect rate.",
+            |s| s.sampled.load(Relaxed),
+        ),
+        (
+            "aegis_frames_skipped_total",
+            "Frames decoded but not sampled for the detector.",
+            |s| {
+                s.decoded
+                    .load(Relaxed)
+                    .saturating_sub(s.sampled.load(Relaxed))
+            },
+        ),
+        (
+            "aegis_frames_detected_total",
+            "Frames the detector processed.",
+            |s| s.detected.load(Relaxed),
+        ),
+        (
+            "aegis_frames_dropped_total",
+            "Sampled frames dropped because the detector was behind.",
+            |s| s.dropped.load(Relaxed),
+        ),
+        (
+            "aegis_reconnects_total",
+            "Times the stream was reconnected.",
+            |s| s.reconnects.load(Relaxed),
+        ),
+        (
+            "aegis_snapshots_lost_total",
+            "Snapshots events named that could not be stored.",
+            |s| s.snapshots_lost.load(Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(&mut out, name, "counter", help);
+        for st in &s.streams {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", st.name(), value(st));
+        }
+    }
+    family(
+        &mut out,
+        "aegis_stream_up",
+        "gauge",
+        "1 while the stream is online.",
+    );
+    family(
+        &mut out,
+        "aegis_stream_fps",
+        "gauge",
+        "Decoded frames per second, last second.",
+    );
+    family(
+        &mut out,
+        "aegis_detector_queue_frames",
+        "gauge",
+        "Sampled frames waiting for or in the detector.",
+    );
+    for st in &s.streams {
+        let v = st.view();
+        let up = u8::from(v.state == StreamState::Online);
+        let queued = v
+            .frames_sampled
+            .saturating_sub(v.frames_detected + v.frames_dropped);
+        let cam = st.name();
+        let _ = writeln!(out, "aegis_stream_up{{camera=\"{cam}\"}} {up}");
+        let _ = writeln!(out, "aegis_stream_fps{{camera=\"{cam}\"}} {}", v.fps);
+        let _ = writeln!(
+            out,
+            "aegis_detector_queue_frames{{camera=\"{cam}\"}} {queued}"
+        );
+    }
+    let name = "aegis_detect_latency_seconds";
+    family(
+        &mut out,
+        name,
+        "histogram",
+        "Detector time per frame: preprocess, inference, decoding, NMS.",
+    );
+    for st in &s.streams {
+        let h = st.detect_latency.snapshot();
+        let cam = st.name();
+        for (le, n) in &h.buckets {
+            let _ = writeln!(out, "{name}_bucket{{camera=\"{cam}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{camera=\"{cam}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{camera=\"{cam}\"}} {}", h.sum_seconds);
+        let _ = writeln!(out, "{name}_count{{camera=\"{cam}\"}} {}", h.count);
+    }
+    let backlog = s.store.outbox_backlog()?;
+    family(
+        &mut out,
+        "aegis_outbox_backlog",
+        "gauge",
+        "Events not yet acknowledged by the core.",
+    );
+    let _ = writeln!(out, "aegis_outbox_backlog {backlog}");
+    let free = s.store.disk_free()?;
+    family(
+        &mut out,
+        "aegis_disk_free_bytes",
+        "gauge",
+        "Free space on the store's file system.",
+    );
+    let _ = writeln!(out, "aegis_disk_free_bytes {free}");
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}
