@@ -5,6 +5,7 @@ mod common;
 
 use common::{aegis, free_port, stop, wait_healthy};
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,14 +59,15 @@ fn run_refuses_a_bad_config_before_starting_anything() {
     );
 }
 
-/// A config for the looped demo clip with the person model; `camera` adds camera options.
-fn run_config(dir: &Path, port: u16, camera: &str) -> PathBuf {
+/// A config for the looped demo clip with the person model; `camera` adds camera options,
+/// `extra` top-level sections.
+fn run_config(dir: &Path, port: u16, camera: &str, extra: &str) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cfg = dir.join("c.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "cameras: [{{name: plaza, url: '{}/hil-tests/fixtures/vtest_h264.mp4', loop: true{camera}}}]\ndetector: {{model: '{}/models/ssdlite_mbv2_person.yaml'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\n",
+            "cameras: [{{name: plaza, url: '{}/hil-tests/fixtures/vtest_h264.mp4', loop: true{camera}}}]\ndetector: {{model: '{}/models/ssdlite_mbv2_person.yaml'}}\nhttp: {{listen: '127.0.0.1:{port}'}}\n{extra}",
             repo.display(),
             repo.display()
         ),
@@ -78,7 +80,7 @@ fn run_config(dir: &Path, port: u16, camera: &str) -> PathBuf {
 fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = run_config(dir.path(), port, "");
+    let cfg = run_config(dir.path(), port, "", "");
     let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
     wait_healthy(port);
     stop(child);
@@ -141,7 +143,7 @@ fn kill_9_while_events_are_written_loses_nothing_committed_and_check_is_clean() 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // As fast as possible: the appliance writes events and snapshots all the time.
-    let cfg = run_config(dir.path(), port, ", realtime: false");
+    let cfg = run_config(dir.path(), port, ", realtime: false", "");
     let db = dir.path().join("data/aegis.db");
     let mut seen: Vec<String> = Vec::new();
     // Kill at different moments after writing resumes, so the kills land at different points
@@ -242,5 +244,65 @@ fn rules_replay_prints_rule_events_and_names_a_bad_line() {
         String::from_utf8_lossy(&out.stderr).contains("line 5"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `GET /metrics` on `port`: the value of `series`.
+fn metric(port: u16, series: &str) -> f64 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {body}"))
+}
+
+#[test]
+fn retention_keeps_the_store_under_its_budget_and_reports_what_it_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Fill the store past 1 MB, as fast as the clip decodes.
+    let cfg = run_config(dir.path(), port, ", realtime: false", "");
+    let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    wait_healthy(port);
+    for _ in 0..600 {
+        if metric(port, "aegis_store_bytes") > 1.5e6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(port, "aegis_store_bytes") > 1.5e6);
+    stop(child);
+
+    // Restart with a 1 MB budget (and no camera writing): retention runs at start-up.
+    let cfg = run_config(
+        dir.path(),
+        port,
+        ", enabled: false",
+        "storage: {max_size_mb: 1}\n",
+    );
+    let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    wait_healthy(port);
+    let mut size = f64::MAX;
+    for _ in 0..100 {
+        size = metric(port, "aegis_store_bytes");
+        if size <= 1e6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(size <= 1e6, "store still {size} bytes");
+    assert!(metric(port, "aegis_events_dropped_unsynced_total") > 0.0);
+    stop(child);
+    let out = aegis()
+        .args(["check", "--data"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

@@ -128,6 +128,13 @@ pub struct StorageConfig {
     /// Holds `aegis.db` and `blobs/`.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
+    /// Events and their snapshots older than this are deleted (kept forever when absent).
+    #[serde(default)]
+    pub max_age_days: Option<f64>,
+    /// The store (database and snapshots) is kept under this size by deleting the oldest
+    /// events first (no limit when absent).
+    #[serde(default)]
+    pub max_size_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -393,6 +400,17 @@ impl Config {
                 "tracker.buffer_s".into(),
                 "must be a non-negative number of seconds",
             );
+        }
+        if let Some(days) = self.storage.max_age_days {
+            if !(days > 0.0 && days.is_finite()) {
+                err(
+                    "storage.max_age_days".into(),
+                    "must be a positive number of days",
+                );
+            }
+        }
+        if self.storage.max_size_mb == Some(0) {
+            err("storage.max_size_mb".into(), "must be at least 1");
         }
         if !(self.events.update_interval_s > 0.0 && self.events.update_interval_s.is_finite()) {
             err(

@@ -109,6 +109,19 @@ impl Appliance {
         for (cam, detector) in workers {
             appliance.start_camera(config, cam, detector, snapshots.clone(), clock.clone())?;
         }
+        let s = &config.storage;
+        if s.max_age_days.is_some() || s.max_size_mb.is_some() {
+            let retention = Retention {
+                store: appliance.store.clone(),
+                max_age_ms: s.max_age_days.map(|d| (d * 86_400_000.0) as i64),
+                max_bytes: s.max_size_mb.map(|mb| mb * 1_000_000),
+                clock,
+            };
+            let shutdown = appliance.shutdown.clone();
+            appliance.spawn("retention", info_span!("retention"), move || {
+                retention.run(shutdown)
+            })?;
+        }
         Ok(appliance)
     }
 
@@ -228,6 +241,38 @@ fn load_detector(config: &Config, ort_library: &Path) -> Result<ObjectDetector, 
     ObjectDetector::load(&d.model, kind, d.threads, ort_library, |m| {
         PostProcess::new(m, d.min_score, &d.scores, d.labels.as_deref(), d.nms_iou)
     })
+}
+
+/// How often retention runs (and once at start-up).
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+struct Retention {
+    store: Arc<Store>,
+    max_age_ms: Option<i64>,
+    max_bytes: Option<u64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Retention {
+    fn run(self, shutdown: Shutdown) {
+        loop {
+            let older_than = self.max_age_ms.map(|age| self.clock.now_ms() - age);
+            match self.store.prune(older_than, self.max_bytes) {
+                Ok(r) if r.events > 0 => info!(
+                    events = r.events,
+                    snapshots = r.blobs,
+                    bytes = r.blob_bytes,
+                    unsynced = r.unsynced,
+                    "retention"
+                ),
+                Ok(_) => {}
+                Err(e) => error!(error = %e, "retention failed; will try again"),
+            }
+            if shutdown.wait_timeout(RETENTION_EVERY) {
+                return;
+            }
+        }
+    }
 }
 
 struct CameraWorker {

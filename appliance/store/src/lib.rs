@@ -9,6 +9,7 @@
 //! event whose snapshot never landed; [`Store::recover_snapshots`] and `check` resolve both.
 
 mod check;
+mod retention;
 mod schema;
 
 use std::fs::File;
@@ -22,6 +23,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 pub use check::CheckReport;
+pub use retention::PruneReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -4,7 +4,7 @@ use crate::StoreError;
 
 /// The schema as first shipped, then one step per version. A new store runs them all, so the
 /// upgrade path is exercised on every start-up of a fresh box, not only on old ones.
-const STEPS: [&str; 2] = [V1, V2];
+const STEPS: [&str; 3] = [V1, V2, V3];
 
 /// The version this build writes: the number of steps.
 pub(crate) const VERSION: i64 = STEPS.len() as i64;
@@ -65,6 +65,14 @@ INSERT INTO events_v2 SELECT * FROM events;
 DROP TABLE events;
 ALTER TABLE events_v2 RENAME TO events;
 CREATE INDEX events_stream_seq ON events (stream, seq);
+";
+
+/// v3: cumulative counters that must survive restarts (events dropped before they were synced).
+const V3: &str = "
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
 
 pub(crate) fn prepare(conn: &Connection) -> Result<(), StoreError> {

@@ -266,3 +266,69 @@ fn snapshots_that_never_land_are_unlinked_and_complete_ones_adopted_after_a_cras
     let urn = |b: &StagedBlob| Some(b.urn.to_string());
     assert_eq!(wire, [urn(&landed), None, None, None, urn(&renamed)]);
 }
+
+#[test]
+fn retention_deletes_oldest_first_keeps_shared_snapshots_and_counts_unsynced_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Ten events at t = 1001..1010; events 1-3 share one snapshot, 4-10 have their own.
+    let shared = stage(&store, &[1u8; 10_000]);
+    let mut blobs = vec![shared.clone()];
+    let mut events = Vec::new();
+    for n in 1..=10 {
+        let snap = if n <= 3 {
+            shared.urn.clone()
+        } else {
+            let b = stage(&store, &[n as u8; 10_000]);
+            let urn = b.urn.clone();
+            blobs.push(b);
+            urn
+        };
+        events.push(event(n, "a", "person", Some(snap)));
+    }
+    store.commit(&events).unwrap();
+    store.attach_blobs(&blobs, 0).unwrap();
+    // The core acknowledged the first two events (the sync path will do this).
+    let conn = rusqlite::Connection::open(dir.path().join("aegis.db")).unwrap();
+    conn.execute("UPDATE outbox SET sent_ms = 1 WHERE event_seq <= 2", [])
+        .unwrap();
+    drop(conn);
+    let path_of = |b: &StagedBlob| store.blob(&b.urn).unwrap().unwrap().path;
+    let shared_file = path_of(&shared);
+    let fourth_file = path_of(&blobs[1]);
+
+    // By age: events before t=1003 go; their shared snapshot stays, event 3 still names it.
+    let r = store.prune(Some(1003), None).unwrap();
+    assert_eq!((r.events, r.blobs, r.unsynced), (2, 0, 0));
+    assert!(shared_file.exists());
+
+    // By size: the oldest go until the store fits. Each blob is 10 kB.
+    let before = store.size().unwrap();
+    let r = store.prune(None, Some(before - 15_000)).unwrap();
+    assert!(store.size().unwrap() <= before - 15_000);
+    // Just enough: events 3 and 4 (the shared snapshot goes with 3, the last to name it).
+    assert_eq!((r.events, r.blobs, r.blob_bytes), (2, 2, 20_000), "{r:?}");
+    assert!(
+        !shared_file.exists(),
+        "gone with the last event that named it"
+    );
+    assert!(!fourth_file.exists());
+    assert_eq!(r.unsynced, r.events, "none of these had reached the core");
+    assert_eq!(store.dropped_unsynced().unwrap(), r.unsynced);
+
+    // What is left is consistent, and the count survives a restart.
+    let left = store
+        .events(&EventQuery {
+            after: Some(0),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(left.len() as u64, 8 - r.events);
+    assert!(store.check(false).unwrap().is_clean());
+    drop(store);
+    assert_eq!(
+        Store::open(dir.path()).unwrap().dropped_unsynced().unwrap(),
+        r.unsynced
+    );
+}

@@ -124,6 +124,22 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         "Events not yet acknowledged by the core.",
     );
     let _ = writeln!(out, "aegis_outbox_backlog {backlog}");
+    let dropped = s.store.dropped_unsynced()?;
+    family(
+        &mut out,
+        "aegis_events_dropped_unsynced_total",
+        "counter",
+        "Events retention deleted before the core received them.",
+    );
+    let _ = writeln!(out, "aegis_events_dropped_unsynced_total {dropped}");
+    let size = s.store.size()?;
+    family(
+        &mut out,
+        "aegis_store_bytes",
+        "gauge",
+        "Database pages in use plus snapshot bytes.",
+    );
+    let _ = writeln!(out, "aegis_store_bytes {size}");
     let free = s.store.disk_free()?;
     family(
         &mut out,
