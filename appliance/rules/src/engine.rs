@@ -374,7 +374,7 @@ fn wanted(rule: &RuleDef, t: &TrackIn) -> bool {
         && rule
             .labels
             .as_ref()
-            .is_none_or(|labels| labels.iter().any(|l| *l == t.label))
+            .is_none_or(|labels| labels.contains(&t.label))
 }
 
 /// Whether the rule may fire for this object now; if so, starts its cooldown.

@@ -267,8 +267,7 @@ rules:
 ",
         Some(&labels),
     )
-    .err()
-    .expect("must refuse")
+    .expect_err("must refuse")
     .to_string();
     for want in [
         "zones[0].points: the outline crosses itself",

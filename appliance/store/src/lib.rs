@@ -372,6 +372,8 @@ impl Store {
         }
         // SAFETY: statvfs succeeded, so it filled `st`.
         let st = unsafe { st.assume_init() };
+        // The field types are 32 bits wide on some targets (32-bit ARM boxes), 64 on others.
+        #[allow(clippy::unnecessary_cast)]
         Ok(st.f_bavail as u64 * st.f_frsize as u64)
     }
 

@@ -4,12 +4,15 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use aegis_ingest::StreamState;
+use aegis_ingest::{StreamState, StreamStatus};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::{ApiError, WebState};
+
+/// A per-camera counter: name, help, and how to read it.
+type Counter = (&'static str, &'static str, fn(&StreamStatus) -> u64);
 
 /// Writes `# HELP` and `# TYPE` for a family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -18,7 +21,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, fn(&aegis_ingest::StreamStatus) -> u64); 7] = [
+    let counters: [Counter; 7] = [
         ("aegis_frames_decoded_total", "Frames decoded.", |s| {
             s.decoded.load(Relaxed)
         }),
