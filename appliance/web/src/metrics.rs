@@ -119,38 +119,36 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         let _ = writeln!(out, "{name}_sum{{camera=\"{cam}\"}} {}", h.sum_seconds);
         let _ = writeln!(out, "{name}_count{{camera=\"{cam}\"}} {}", h.count);
     }
-    let backlog = s.store.outbox_backlog()?;
-    family(
-        &mut out,
-        "aegis_outbox_backlog",
-        "gauge",
-        "Events not yet acknowledged by the core.",
-    );
-    let _ = writeln!(out, "aegis_outbox_backlog {backlog}");
-    let dropped = s.store.dropped_unsynced()?;
-    family(
-        &mut out,
-        "aegis_events_dropped_unsynced_total",
-        "counter",
-        "Events retention deleted before the core received them.",
-    );
-    let _ = writeln!(out, "aegis_events_dropped_unsynced_total {dropped}");
-    let size = s.store.size()?;
-    family(
-        &mut out,
-        "aegis_store_bytes",
-        "gauge",
-        "Database pages in use plus snapshot bytes.",
-    );
-    let _ = writeln!(out, "aegis_store_bytes {size}");
-    let free = s.store.disk_free()?;
-    family(
-        &mut out,
-        "aegis_disk_free_bytes",
-        "gauge",
-        "Free space on the store's file system.",
-    );
-    let _ = writeln!(out, "aegis_disk_free_bytes {free}");
+    let store: [(&str, &str, &str, u64); 4] = [
+        (
+            "aegis_outbox_backlog",
+            "gauge",
+            "Events not yet acknowledged by the core.",
+            s.store.outbox_backlog()?,
+        ),
+        (
+            "aegis_events_dropped_unsynced_total",
+            "counter",
+            "Events retention deleted before the core received them.",
+            s.store.dropped_unsynced()?,
+        ),
+        (
+            "aegis_store_bytes",
+            "gauge",
+            "Database pages in use plus snapshot bytes.",
+            s.store.size()?,
+        ),
+        (
+            "aegis_disk_free_bytes",
+            "gauge",
+            "Free space on the store's file system.",
+            s.store.disk_free()?,
+        ),
+    ];
+    for (name, kind, help, value) in store {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
