@@ -83,6 +83,14 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     let cfg = run_config(dir.path(), port, "", "");
     let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
     wait_healthy(port);
+    // The store is the running appliance's: `check` refuses rather than race it.
+    let out = aegis()
+        .args(["check", "--repair", "--data"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     stop(child);
     assert!(dir.path().join("data/aegis.db").exists());
 }

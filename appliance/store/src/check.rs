@@ -57,8 +57,8 @@ impl Store {
     /// blobs whose bytes are lost or damaged are removed, and lost snapshots are unlinked (their
     /// events are kept, without a snapshot). Events are never deleted.
     ///
-    /// Run it on a stopped appliance: a running one has snapshots in flight, whose files and
-    /// rows are briefly apart and would be reported (and, with repair, removed).
+    /// It runs on a stopped appliance only (the store's lock refuses a second process): a
+    /// running one has snapshots in flight, whose files and rows are briefly apart.
     pub fn check(&self, repair: bool) -> Result<CheckReport, StoreError> {
         let mut conn = lock(&self.writer);
         let mut report = CheckReport {

@@ -38,6 +38,8 @@ pub enum StoreError {
     SchemaVersion { found: i64, supported: i64 },
     #[error("corrupt row {seq}: {reason}")]
     Corrupt { seq: i64, reason: String },
+    #[error("{0} is in use by another process (a running appliance?); stop it first")]
+    InUse(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -125,6 +127,9 @@ pub struct BlobInfo {
 
 pub struct Store {
     dir: PathBuf,
+    /// Held for the store's life: one process at a time. Start-up recovery and `check` assume
+    /// no other writer, and an exclusive lock makes that true.
+    _lock: File,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
 }
@@ -137,6 +142,20 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`: `dir/aegis.db` and `dir/blobs/`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir.join("blobs")).map_err(io_err(dir))?;
+        let lock_path = dir.join("aegis.lock");
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse(dir.to_owned()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
         let db = dir.join("aegis.db");
         let writer = Connection::open(&db)?;
         schema::prepare(&writer)?;
@@ -144,6 +163,7 @@ impl Store {
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store {
             dir: dir.to_owned(),
+            _lock: lock_file,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
         })

@@ -176,6 +176,10 @@ fn reopening_keeps_everything_and_a_newer_schema_is_refused() {
         .unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.last_seq().unwrap(), 1);
+    let busy = Store::open(dir.path())
+        .err()
+        .expect("one process at a time");
+    assert!(busy.to_string().contains("in use"), "{busy}");
     drop(store);
     let conn = rusqlite::Connection::open(dir.path().join("aegis.db")).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();

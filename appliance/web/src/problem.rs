@@ -30,7 +30,8 @@ impl From<StoreError> for ApiError {
             StoreError::Db(_)
             | StoreError::Io { .. }
             | StoreError::SchemaVersion { .. }
-            | StoreError::Corrupt { .. } => ApiError::Internal(e.to_string()),
+            | StoreError::Corrupt { .. }
+            | StoreError::InUse(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
