@@ -42,6 +42,7 @@ pub enum Kind {
     LineCross,
     Dwell,
     Occupancy,
+    Stationary,
 }
 
 /// Which crossings of a line count.
@@ -75,7 +76,11 @@ pub struct RuleDef {
     /// line_cross; default either.
     pub direction: Option<Direction>,
     /// dwell: time in the zone, in seconds, before the rule fires (once per visit).
+    /// stationary: time without moving more than `max_move`, in the zone.
     pub seconds: Option<f64>,
+    /// stationary: how far (normalised) an object may drift and still count as not moving;
+    /// default 0.02.
+    pub max_move: Option<f64>,
     /// occupancy: fire only when the count goes above this and when it comes back down;
     /// without it, every change of the count fires.
     pub above: Option<u32>,
@@ -132,12 +137,15 @@ impl RuleSet {
                 ));
             }
         }
+        let (zone_at, zones) = list(&map, "zones", &mut errors);
+        let (line_at, lines) = list(&map, "lines", &mut errors);
+        let (rule_at, rules) = list(&map, "rules", &mut errors);
         let set = RuleSet {
-            zones: list(&map, "zones", &mut errors),
-            lines: list(&map, "lines", &mut errors),
-            rules: list(&map, "rules", &mut errors),
+            zones,
+            lines,
+            rules,
         };
-        set.check(known_labels, &mut errors);
+        set.check(known_labels, [&zone_at, &line_at, &rule_at], &mut errors);
         if errors.is_empty() {
             Ok(set)
         } else {
@@ -145,10 +153,17 @@ impl RuleSet {
         }
     }
 
-    fn check(&self, known_labels: Option<&[String]>, errors: &mut Vec<FieldError>) {
+    /// `at`: each zone's, line's and rule's position in the file (items that failed to parse
+    /// are not in the set, so positions and indices can differ).
+    fn check(
+        &self,
+        known_labels: Option<&[String]>,
+        [zone_at, line_at, rule_at]: [&[usize]; 3],
+        errors: &mut Vec<FieldError>,
+    ) {
         let mut names = HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
-            let at = |f: &str| format!("zones[{i}].{f}");
+            let at = |f: &str| format!("zones[{}].{f}", zone_at[i]);
             if !names.insert(z.name.as_str()) {
                 errors.push(field(
                     &at("name"),
@@ -166,7 +181,7 @@ impl RuleSet {
             }
         }
         for (i, l) in self.lines.iter().enumerate() {
-            let at = |f: &str| format!("lines[{i}].{f}");
+            let at = |f: &str| format!("lines[{}].{f}", line_at[i]);
             if !names.insert(l.name.as_str()) {
                 errors.push(field(
                     &at("name"),
@@ -181,11 +196,12 @@ impl RuleSet {
         }
         let mut rule_names = HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
-            let at = |f: &str| format!("rules[{i}].{f}");
+            let at = |f: &str| format!("rules[{}].{f}", rule_at[i]);
             if !rule_names.insert(r.name.as_str()) {
                 errors.push(field(&at("name"), "duplicate rule name"));
             }
             let wants_zone = r.kind != Kind::LineCross;
+            let timed = matches!(r.kind, Kind::Dwell | Kind::Stationary);
             let checks = [
                 ("zone", wants_zone, r.zone.is_some()),
                 ("line", !wants_zone, r.line.is_some()),
@@ -194,7 +210,8 @@ impl RuleSet {
                     r.kind == Kind::LineCross,
                     r.direction.is_some(),
                 ),
-                ("seconds", r.kind == Kind::Dwell, r.seconds.is_some()),
+                ("seconds", timed, r.seconds.is_some()),
+                ("max_move", r.kind == Kind::Stationary, r.max_move.is_some()),
                 ("above", r.kind == Kind::Occupancy, r.above.is_some()),
             ];
             for (name, allowed, present) in checks {
@@ -220,13 +237,14 @@ impl RuleSet {
                 }
             }
             match r.seconds {
-                None if r.kind == Kind::Dwell => {
-                    errors.push(field(&at("seconds"), "missing: how long in the zone"))
-                }
+                None if timed => errors.push(field(&at("seconds"), "missing: how long")),
                 Some(s) if !(s > 0.0 && s.is_finite()) => {
                     errors.push(field(&at("seconds"), "must be a positive number"))
                 }
                 _ => {}
+            }
+            if r.max_move.is_some_and(|m| !(m > 0.0 && m <= 1.0)) {
+                errors.push(field(&at("max_move"), "must be in (0, 1]"));
             }
             if !(0.0..=1.0).contains(&r.min_score) {
                 errors.push(field(&at("min_score"), "must be between 0 and 1"));
@@ -241,7 +259,7 @@ impl RuleSet {
                 for (j, l) in labels.iter().enumerate() {
                     if !known.contains(l) {
                         errors.push(field(
-                            &format!("rules[{i}].labels[{j}]"),
+                            &at(&format!("labels[{j}]")),
                             &format!("unknown label {l:?}: the model does not detect it"),
                         ));
                     }
@@ -280,21 +298,24 @@ fn out_of_range(points: &[Point]) -> Option<String> {
 }
 
 /// A list section, each item deserialised on its own so that every bad item is reported.
+/// Returns the items that parsed, and each one's position in the file.
 fn list<T: serde::de::DeserializeOwned>(
     map: &serde_yaml::Mapping,
     name: &str,
     errors: &mut Vec<FieldError>,
-) -> Vec<T> {
+) -> (Vec<usize>, Vec<T>) {
     match map.get(name) {
-        None => Vec::new(),
+        None => Default::default(),
         Some(serde_yaml::Value::Sequence(items)) => items
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| section(Some(item), &format!("{name}[{i}]"), errors))
-            .collect(),
+            .filter_map(|(i, item)| {
+                Some((i, section(Some(item), &format!("{name}[{i}]"), errors)?))
+            })
+            .unzip(),
         Some(_) => {
             errors.push(field(name, "must be a list"));
-            Vec::new()
+            Default::default()
         }
     }
 }

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Anchor, Direction, Kind, LineDef, RuleDef, RuleSet, ZoneDef};
 use crate::geometry::{self, Point};
 
+/// How far (normalised) a stationary object may drift, unless its rule says otherwise.
+const DEFAULT_MAX_MOVE: f64 = 0.02;
+
 /// One frame of one stream's tracks: a line of the replay input (docs/rules.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +86,13 @@ pub enum What {
         /// Time in the zone so far.
         seconds: f64,
     },
+    /// An object that has not moved (more than the rule's `max_move`) for `seconds`, in the zone:
+    /// a parked car, an abandoned bag.
+    Stationary {
+        zone: String,
+        object: Object,
+        seconds: f64,
+    },
     Occupancy {
         zone: String,
         count: u32,
@@ -149,6 +159,8 @@ struct ObjectState {
     side: Debounced<bool>,
     entered_ms: i64,
     dwell_fired: bool,
+    /// Where the object has stayed (within `max_move`) since when, and whether that fired.
+    still: Option<(Point, i64, bool)>,
     last_fired_ms: Option<i64>,
     /// Last label and score seen, for an exit reported when the track ends.
     label: String,
@@ -318,6 +330,30 @@ impl Engine {
                             {
                                 o.dwell_fired = true;
                                 emit(What::Dwell {
+                                    zone: def.name.clone(),
+                                    object: object(),
+                                    seconds,
+                                });
+                            }
+                        }
+                        if rule.kind == Kind::Stationary {
+                            let max_move = rule.max_move.unwrap_or(DEFAULT_MAX_MOVE);
+                            let (from, since, fired) = match o.still {
+                                Some((p, since, fired))
+                                    if (p[0] - at[0]).hypot(p[1] - at[1]) <= max_move =>
+                                {
+                                    (p, since, fired)
+                                }
+                                _ => (at, frame.t_ms, false),
+                            };
+                            let seconds = (frame.t_ms - since) as f64 / 1000.0;
+                            let fires = !fired
+                                && o.inside.settled == Some(true)
+                                && seconds >= rule.seconds.unwrap_or_default()
+                                && cooled(rule, o, frame.t_ms);
+                            o.still = Some((from, since, fired || fires));
+                            if fires {
+                                emit(What::Stationary {
                                     zone: def.name.clone(),
                                     object: object(),
                                     seconds,

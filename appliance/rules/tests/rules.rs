@@ -184,6 +184,41 @@ fn dwell_fires_once_per_visit_after_the_time_in_the_zone() {
 }
 
 #[test]
+fn a_parked_object_fires_once_and_a_moving_one_never() {
+    let mut e = engine(&format!(
+        "{ZONE}rules:\n  - {{name: parked, kind: stationary, zone: porch, seconds: 2, max_move: 0.01}}\n"
+    ));
+    let mut out = Vec::new();
+    for f in 0..60 {
+        let t = f * 100;
+        // Object 1 drives in and stops at t=1000, wobbling by a pixel or two (the detector's
+        // jitter); object 2 walks through the zone without stopping.
+        let parked_x = if f < 10 {
+            0.3 + f as f32 * 0.02
+        } else {
+            0.5 + (f % 2) as f32 * 0.002
+        };
+        let walker_y = 0.3 + f as f32 * 0.007;
+        let tracks = vec![
+            at(1, "car", 0.9, parked_x, 0.5),
+            at(2, "person", 0.9, 0.45, walker_y),
+        ];
+        out.extend(e.update(&frame("door", t, tracks, vec![])));
+    }
+    let got: Vec<_> = out
+        .iter()
+        .map(|e| match &e.what {
+            What::Stationary {
+                object, seconds, ..
+            } => (object.track_id, e.at_ms, *seconds),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // It stopped at t=1000 (x=0.5); the wobble stays within 0.01, so it fires 2 s later.
+    assert_eq!(got, [(1, 3000, 2.0)]);
+}
+
+#[test]
 fn occupancy_thresholds_fire_on_the_way_up_and_down() {
     let mut e = engine(&format!(
         "{ZONE}rules:\n  - {{name: crowd, kind: occupancy, zone: porch, labels: [person], above: 2}}\n"
@@ -264,6 +299,7 @@ rules:
   - {name: r4, kind: zone_exit, zone: flat, labels: [unicorn], inertia: 0}
   - {name: r5, kind: teleport, zone: flat}
   - {name: r6, kind: occupancy, zone: flat, colour: red}
+  - {name: r7, kind: stationary, zone: flat, max_move: 2}
 ",
         Some(&labels),
     )
@@ -282,6 +318,8 @@ rules:
         "rules[3].inertia: must be at least 1",
         "rules[4].kind: unknown variant `teleport`",
         "rules[5].colour: unknown field `colour`",
+        "rules[6].seconds: missing",
+        "rules[6].max_move: must be in (0, 1]",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
