@@ -43,6 +43,10 @@ pub enum Kind {
     Dwell,
     Occupancy,
     Stationary,
+    /// Fires when every rule in `of` has fired within `within_s`, on one stream.
+    All,
+    /// Fires when any rule in `of` fires.
+    Any,
 }
 
 /// Which crossings of a line count.
@@ -84,6 +88,10 @@ pub struct RuleDef {
     /// occupancy: fire only when the count goes above this and when it comes back down;
     /// without it, every change of the count fires.
     pub above: Option<u32>,
+    /// all, any: the rules this one combines (not themselves combinations).
+    pub of: Option<Vec<String>>,
+    /// all: the window in which every rule of `of` must have fired, in seconds.
+    pub within_s: Option<f64>,
     /// Only these labels; all labels when absent.
     pub labels: Option<Vec<String>>,
     #[serde(default)]
@@ -200,11 +208,16 @@ impl RuleSet {
             if !rule_names.insert(r.name.as_str()) {
                 errors.push(field(&at("name"), "duplicate rule name"));
             }
-            let wants_zone = r.kind != Kind::LineCross;
+            let composite = matches!(r.kind, Kind::All | Kind::Any);
+            let wants_line = r.kind == Kind::LineCross;
+            let wants_zone = !wants_line && !composite;
             let timed = matches!(r.kind, Kind::Dwell | Kind::Stationary);
             let checks = [
                 ("zone", wants_zone, r.zone.is_some()),
-                ("line", !wants_zone, r.line.is_some()),
+                ("line", wants_line, r.line.is_some()),
+                ("of", composite, r.of.is_some()),
+                ("within_s", r.kind == Kind::All, r.within_s.is_some()),
+                ("labels", !composite, r.labels.is_some()),
                 (
                     "direction",
                     r.kind == Kind::LineCross,
@@ -227,7 +240,7 @@ impl RuleSet {
                     }
                     Some(_) => {}
                 }
-            } else {
+            } else if wants_line {
                 match &r.line {
                     None => errors.push(field(&at("line"), "missing: this rule needs a line")),
                     Some(l) if !self.lines.iter().any(|d| &d.name == l) => {
@@ -235,6 +248,9 @@ impl RuleSet {
                     }
                     Some(_) => {}
                 }
+            }
+            if composite {
+                self.check_composite(r, &at, errors);
             }
             match r.seconds {
                 None if timed => errors.push(field(&at("seconds"), "missing: how long")),
@@ -265,6 +281,45 @@ impl RuleSet {
                     }
                 }
             }
+        }
+    }
+
+    fn check_composite(
+        &self,
+        r: &RuleDef,
+        at: &dyn Fn(&str) -> String,
+        errors: &mut Vec<FieldError>,
+    ) {
+        let of = r.of.as_deref().unwrap_or_default();
+        let least = if r.kind == Kind::All { 2 } else { 1 };
+        if of.len() < least {
+            errors.push(field(
+                &at("of"),
+                &format!("needs at least {least} rule name(s)"),
+            ));
+        }
+        for (j, name) in of.iter().enumerate() {
+            let target = self.rules.iter().find(|x| &x.name == name);
+            let problem = match target {
+                _ if of[..j].contains(name) => Some(format!("{name:?} is listed twice")),
+                None => Some(format!("no rule named {name:?}")),
+                Some(t) if matches!(t.kind, Kind::All | Kind::Any) => Some(format!(
+                    "{name:?} is itself a combination; combine base rules"
+                )),
+                Some(_) => None,
+            };
+            if let Some(p) = problem {
+                errors.push(field(&at(&format!("of[{j}]")), &p));
+            }
+        }
+        match r.within_s {
+            None if r.kind == Kind::All => {
+                errors.push(field(&at("within_s"), "missing: the window, in seconds"))
+            }
+            Some(w) if !(w > 0.0 && w.is_finite()) => {
+                errors.push(field(&at("within_s"), "must be a positive number"))
+            }
+            _ => {}
         }
     }
 

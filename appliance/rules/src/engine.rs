@@ -93,6 +93,10 @@ pub enum What {
         object: Object,
         seconds: f64,
     },
+    /// The rules of an `all` or `any` rule that fired.
+    Combination {
+        rules: Vec<String>,
+    },
     Occupancy {
         zone: String,
         count: u32,
@@ -173,13 +177,17 @@ struct RuleState {
     /// Occupancy: who is inside, and what was last reported.
     occupants: BTreeSet<u64>,
     reported: Option<(u32, Option<bool>)>,
+    /// Combinations: when each rule last fired (all), and when this one last fired.
+    seen: BTreeMap<String, i64>,
+    fired_ms: Option<i64>,
 }
 
-/// A rule's zone or line, resolved once.
+/// A rule's zone or line, resolved once; combinations have neither.
 #[derive(Debug)]
 enum Shape {
     Zone(ZoneDef),
     Line(LineDef),
+    Combination,
 }
 
 /// Runs a rule set over the frames of any number of streams.
@@ -199,7 +207,7 @@ impl Engine {
                 let shape = match (&r.zone, &r.line) {
                     (Some(z), _) => Shape::Zone(set.zone(z).clone()),
                     (None, Some(l)) => Shape::Line(set.line(l).clone()),
-                    (None, None) => unreachable!("validated: every rule has a zone or a line"),
+                    (None, None) => Shape::Combination,
                 };
                 (r.clone(), shape)
             })
@@ -222,6 +230,7 @@ impl Engine {
             let camera = match shape {
                 Shape::Zone(z) => &z.camera,
                 Shape::Line(l) => &l.camera,
+                Shape::Combination => continue, // below, once the base rules have run
             };
             if *camera != frame.stream {
                 continue;
@@ -250,6 +259,7 @@ impl Engine {
                     score: t.score,
                 };
                 match shape {
+                    Shape::Combination => unreachable!("skipped above"),
                     Shape::Line(def) => {
                         let s = geometry::cross(def.from, def.to, at);
                         if s == 0.0 {
@@ -401,8 +411,53 @@ impl Engine {
                 }
             }
         }
+        for ((rule, shape), state) in self.rules.iter().zip(states.iter_mut()) {
+            if matches!(shape, Shape::Combination) {
+                let what = combine(rule, state, &out, frame.t_ms);
+                out.extend(what.map(|what| RuleEvent {
+                    rule: rule.name.clone(),
+                    stream: frame.stream.clone(),
+                    at_ms: frame.t_ms,
+                    what,
+                }));
+            }
+        }
         out
     }
+}
+
+/// A combination rule over this frame's events of its rules (`all`: within its window, on
+/// this stream). Cooldown applies per stream.
+fn combine(rule: &RuleDef, state: &mut RuleState, fired: &[RuleEvent], t_ms: i64) -> Option<What> {
+    let of = rule.of.as_deref().unwrap_or_default();
+    let now: BTreeSet<&str> = fired
+        .iter()
+        .map(|e| e.rule.as_str())
+        .filter(|r| of.iter().any(|o| o == r))
+        .collect();
+    let matched: Vec<String> = match rule.kind {
+        Kind::Any => now.iter().map(|r| r.to_string()).collect(),
+        _ => {
+            for r in now {
+                state.seen.insert(r.to_owned(), t_ms);
+            }
+            let window = (rule.within_s.unwrap_or_default() * 1000.0) as i64;
+            state.seen.retain(|_, t| t_ms - *t <= window);
+            if state.seen.len() < of.len() {
+                return None;
+            }
+            std::mem::take(&mut state.seen).into_keys().collect()
+        }
+    };
+    if matched.is_empty() {
+        return None;
+    }
+    let quiet = (rule.cooldown_s * 1000.0) as i64;
+    if state.fired_ms.is_some_and(|last| t_ms - last < quiet) {
+        return None;
+    }
+    state.fired_ms = Some(t_ms);
+    Some(What::Combination { rules: matched })
 }
 
 fn wanted(rule: &RuleDef, t: &TrackIn) -> bool {

@@ -219,6 +219,68 @@ fn a_parked_object_fires_once_and_a_moving_one_never() {
 }
 
 #[test]
+fn combinations_fire_when_all_their_rules_fire_within_the_window_or_any_does() {
+    let mut e = engine(&format!(
+        "{ZONE}{}rules:
+  - {{name: at-door, kind: zone_enter, zone: porch}}
+  - {{name: through-gate, kind: line_cross, line: gate}}
+  - {{name: both, kind: all, of: [at-door, through-gate], within_s: 1}}
+  - {{name: either, kind: any, of: [at-door, through-gate]}}
+",
+        LINE.trim_start()
+    ));
+    let step = |e: &mut Engine, t, tracks| e.update(&frame("door", t, tracks, vec![]));
+    let names = |ev: Vec<RuleEvent>| {
+        ev.into_iter()
+            .map(|e| (e.rule, e.at_ms))
+            .collect::<Vec<_>>()
+    };
+    // Person 1 enters the porch at t=0; person 2 crosses the gate at t=500: both within 1 s.
+    let mut got = names(step(
+        &mut e,
+        0,
+        vec![
+            at(1, "person", 0.9, 0.5, 0.5),
+            at(2, "person", 0.9, 0.3, 0.45),
+        ],
+    ));
+    got.extend(names(step(
+        &mut e,
+        500,
+        vec![
+            at(1, "person", 0.9, 0.5, 0.5),
+            at(2, "person", 0.9, 0.3, 0.55),
+        ],
+    )));
+    assert_eq!(
+        got,
+        [
+            ("at-door".to_string(), 0),
+            ("either".to_string(), 0),
+            ("through-gate".to_string(), 500),
+            ("both".to_string(), 500),
+            ("either".to_string(), 500),
+        ]
+    );
+    // Person 2 crosses back at t=2000: alone, `both` stays quiet.
+    let late = names(step(
+        &mut e,
+        2000,
+        vec![
+            at(1, "person", 0.9, 0.5, 0.5),
+            at(2, "person", 0.9, 0.3, 0.45),
+        ],
+    ));
+    assert_eq!(
+        late,
+        [
+            ("through-gate".to_string(), 2000),
+            ("either".to_string(), 2000)
+        ]
+    );
+}
+
+#[test]
 fn occupancy_thresholds_fire_on_the_way_up_and_down() {
     let mut e = engine(&format!(
         "{ZONE}rules:\n  - {{name: crowd, kind: occupancy, zone: porch, labels: [person], above: 2}}\n"
@@ -300,6 +362,7 @@ rules:
   - {name: r5, kind: teleport, zone: flat}
   - {name: r6, kind: occupancy, zone: flat, colour: red}
   - {name: r7, kind: stationary, zone: flat, max_move: 2}
+  - {name: r8, kind: all, of: [r1, r8, ghost], zone: flat}
 ",
         Some(&labels),
     )
@@ -320,6 +383,10 @@ rules:
         "rules[5].colour: unknown field `colour`",
         "rules[6].seconds: missing",
         "rules[6].max_move: must be in (0, 1]",
+        "rules[7].zone: does not apply",
+        "rules[7].of[1]: \"r8\" is itself a combination",
+        "rules[7].of[2]: no rule named \"ghost\"",
+        "rules[7].within_s: missing",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
