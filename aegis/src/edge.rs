@@ -68,11 +68,23 @@ pub enum RulesCommand {
 /// Exit status for a bad config or bad arguments (EX_USAGE / EX_DATAERR).
 const EXIT_CONFIG: u8 = 64;
 
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e: ConfigError| {
+/// Loads a config and the rules file it names; a bad one is reported in full (exit 64).
+/// Labels are checked against the model when the appliance starts.
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    let config = Config::load(path).map_err(|e: ConfigError| {
         eprintln!("{}: {e}", path.display());
         ExitCode::from(EXIT_CONFIG)
-    })
+    })?;
+    if let Some(rules) = &config.rules {
+        let checked = std::fs::read_to_string(rules)
+            .map_err(|e| e.to_string())
+            .and_then(|text| aegis_rules::RuleSet::parse(&text, None).map_err(|e| e.to_string()));
+        if let Err(e) = checked {
+            eprintln!("{}: {e}", rules.display());
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    }
+    Ok(config)
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {

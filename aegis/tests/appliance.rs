@@ -13,9 +13,15 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A config for `cameras`, with the plaza's rules: arrivals on the whole frame, and a head count.
 fn config(dir: &Path, cameras: &str) -> Config {
+    std::fs::write(
+        dir.join("rules.yaml"),
+        "zones:\n  - {name: floor, camera: plaza, points: [[0, 0], [1, 0], [1, 1], [0, 1]]}\nrules:\n  - {name: arrivals, kind: zone_enter, zone: floor, labels: [person], inertia: 2}\n  - {name: headcount, kind: occupancy, zone: floor, labels: [person]}\n",
+    )
+    .unwrap();
     let text = format!(
-        "cameras:\n{cameras}\ndetector:\n  model: {}/models/centernet_mbv3_coco80.yaml\nstorage:\n  dir: {}\n",
+        "cameras:\n{cameras}\ndetector:\n  model: {}/models/centernet_mbv3_coco80.yaml\nstorage:\n  dir: {}\nrules: rules.yaml\n",
         repo().display(),
         dir.display()
     );
@@ -179,6 +185,27 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
     assert_eq!(value("aegis_stream_up{camera=\"broken\"}"), 0.0);
     assert_eq!(value("aegis_outbox_backlog"), events.len() as f64);
     assert!(value("aegis_disk_free_bytes") > 0.0);
+
+    // The rules ran on the same frames: arrivals carry the person and a snapshot, the head
+    // count carries the count, and both can be listed by rule.
+    let arrivals = get_json(&http, &format!("{base}/api/events?limit=500&rule=arrivals")).await;
+    let arrivals = arrivals["events"].as_array().unwrap();
+    assert!(arrivals.len() >= 5, "{arrivals:?}");
+    for a in arrivals {
+        assert_eq!(a["kind"], "rule");
+        assert_eq!(a["rule"]["name"], "arrivals");
+        assert_eq!(a["rule"]["detail"]["kind"], "zone_enter");
+        assert_eq!(a["label"], "person");
+        let urn = a["snapshot"].as_str().expect("an arrival has a snapshot");
+        let jpeg = fetch_landed(&http, &format!("{base}/api/blobs/{urn}")).await;
+        assert_eq!(jpeg.headers()["content-type"], "image/jpeg");
+    }
+    let counts: Vec<u64> = events
+        .iter()
+        .filter(|e| e["rule"]["name"] == "headcount")
+        .map(|e| e["rule"]["detail"]["count"].as_u64().unwrap())
+        .collect();
+    assert!(counts.iter().any(|&c| c >= 3), "{counts:?}");
 
     // Track ids are stable: each has exactly one `new`.
     let mut ids: Vec<_> = new

@@ -40,6 +40,22 @@ fn validate_lists_every_error_and_exits_64() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 camera(s))"));
+
+    // The rules file it names is checked too, every error listed.
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - {name: r, kind: zone_enter, zone: nowhere}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &good,
+        "cameras:\n  - {name: door, url: 'rtsp://cam/live'}\nrules: rules.yaml\n",
+    )
+    .unwrap();
+    let out = aegis().arg("validate").arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rules[0].zone: no zone named"), "{err}");
 }
 
 #[test]

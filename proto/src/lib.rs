@@ -14,7 +14,7 @@ pub mod v1 {
         pub schema: String,
         /// Unique; the core applies events idempotently by this id.
         pub id: String,
-        /// `new`, `update` or `end`.
+        /// `new`, `update`, `end`, or `rule` (then `rule` says which).
         pub kind: String,
         pub stream: String,
         pub track_id: u64,
@@ -27,5 +27,16 @@ pub mod v1 {
         pub at_ms: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub snapshot: Option<String>,
+        /// Added after the first release, so optional: the rule behind a `rule` event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub rule: Option<RuleHit>,
+    }
+
+    /// The rule behind a `rule` event: its name, and what it saw (kind, zone or line,
+    /// direction, count…) as the appliance's rules engine reports it.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct RuleHit {
+        pub name: String,
+        pub detail: serde_json::Value,
     }
 }

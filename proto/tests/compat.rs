@@ -26,3 +26,15 @@ fn v1_readers_ignore_fields_added_later_and_accept_missing_optionals() {
         .snapshot
         .is_none());
 }
+
+#[test]
+fn v1_rule_events_round_trip_and_older_events_have_no_rule() {
+    let text = include_str!("fixtures/event_v1_rule.json");
+    let e: v1::Event = serde_json::from_str(text).unwrap();
+    let rule = e.rule.as_ref().expect("a rule event names its rule");
+    assert_eq!(rule.name, "inbound");
+    assert_eq!(rule.detail["direction"], "a_to_b");
+    assert_eq!(serde_json::to_string(&e).unwrap(), text.trim());
+    let old: v1::Event = serde_json::from_str(V1_EVENT).unwrap();
+    assert!(old.rule.is_none());
+}

@@ -27,6 +27,9 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// A rules file (zones, lines, rules: docs/rules.md); no rules when absent.
+    #[serde(default)]
+    pub rules: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -289,8 +292,8 @@ impl Config {
                 message: "the configuration must be a mapping of sections".into(),
             }]));
         };
-        const SECTIONS: [&str; 6] = [
-            "cameras", "detector", "tracker", "events", "storage", "http",
+        const SECTIONS: [&str; 7] = [
+            "cameras", "detector", "tracker", "events", "storage", "http", "rules",
         ];
         for key in map.keys() {
             let name = key.as_str().unwrap_or("?");
@@ -336,6 +339,16 @@ impl Config {
             events: section(map.get("events"), "events", &mut errors).unwrap_or_default(),
             storage: section(map.get("storage"), "storage", &mut errors).unwrap_or_default(),
             http: section(map.get("http"), "http", &mut errors).unwrap_or_default(),
+            rules: map.get("rules").and_then(|v| match v.as_str() {
+                Some(path) => Some(PathBuf::from(path)),
+                None => {
+                    errors.push(FieldError {
+                        path: "rules".into(),
+                        message: "must be the path of a rules file".into(),
+                    });
+                    None
+                }
+            }),
         };
         config.resolve(base_dir);
         config.validate(&mut errors);
@@ -352,6 +365,9 @@ impl Config {
         }
         if self.storage.dir.is_relative() {
             self.storage.dir = base.join(&self.storage.dir);
+        }
+        if let Some(rules) = self.rules.as_mut().filter(|r| r.is_relative()) {
+            *rules = base.join(&*rules);
         }
     }
 

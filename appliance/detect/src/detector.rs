@@ -110,6 +110,11 @@ impl ObjectDetector {
         }
     }
 
+    /// The model's class labels, by class id.
+    pub fn labels(&self) -> &[Arc<str>] {
+        &self.labels
+    }
+
     /// The size images must be resized to before `detect`.
     pub fn input_size(&self) -> (u32, u32) {
         (self.manifest.input.width, self.manifest.input.height)

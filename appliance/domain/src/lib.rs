@@ -46,6 +46,8 @@ pub enum EventKind {
     New,
     Update,
     End,
+    /// Raised by a rule (zone, line, dwell…); `Event::rule` says which and what it saw.
+    Rule,
 }
 
 impl EventKind {
@@ -54,6 +56,7 @@ impl EventKind {
             EventKind::New => "new",
             EventKind::Update => "update",
             EventKind::End => "end",
+            EventKind::Rule => "rule",
         }
     }
 
@@ -62,12 +65,24 @@ impl EventKind {
             "new" => Some(EventKind::New),
             "update" => Some(EventKind::Update),
             "end" => Some(EventKind::End),
+            "rule" => Some(EventKind::Rule),
             _ => None,
         }
     }
 }
 
-/// An object lifecycle event. Carries URNs, never pixels.
+/// The rule behind a `rule` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleHit {
+    /// The rule's name in the rules file.
+    pub name: String,
+    /// What it saw, as the rules engine reports it: kind, zone or line, direction, count…
+    pub detail: serde_json::Value,
+}
+
+/// An object lifecycle event, or an event a rule raised. Carries URNs, never pixels. Rule
+/// events about no single object (occupancy, combinations) have track id 0, an empty label
+/// and an empty box.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Globally unique (UUIDv7); the idempotency key downstream.
@@ -85,4 +100,6 @@ pub struct Event {
     /// The frame time this event describes (ms since the Unix epoch).
     pub at_ms: i64,
     pub snapshot: Option<BlobUrn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleHit>,
 }

@@ -5,9 +5,10 @@
 //! name them are committed.
 
 mod lifecycle;
+mod rules;
 mod snapshot;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub enum PipelineError {
     Thread(std::io::Error),
     #[error("media library: {0}")]
     Media(String),
+    #[error("rules file {path}: {reason}")]
+    Rules { path: PathBuf, reason: String },
 }
 
 /// A committed event as live subscribers see it.
@@ -94,6 +97,16 @@ impl Appliance {
                 })?;
             workers.push((cam, detector));
         }
+        let rules = match &config.rules {
+            Some(path) => {
+                let labels: Vec<String> = workers
+                    .first()
+                    .map(|(_, d)| d.labels().iter().map(|l| l.to_string()).collect())
+                    .unwrap_or_default();
+                Some(load_rules(path, &labels)?)
+            }
+            None => None,
+        };
         let mut appliance = Appliance {
             store,
             streams: Vec::new(),
@@ -107,7 +120,15 @@ impl Appliance {
             snapshot::run(jobs, store, quality)
         })?;
         for (cam, detector) in workers {
-            appliance.start_camera(config, cam, detector, snapshots.clone(), clock.clone())?;
+            let rules = rules.clone().map(aegis_rules::Engine::new);
+            appliance.start_camera(
+                config,
+                cam,
+                detector,
+                rules,
+                snapshots.clone(),
+                clock.clone(),
+            )?;
         }
         let s = &config.storage;
         if s.max_age_days.is_some() || s.max_size_mb.is_some() {
@@ -130,6 +151,7 @@ impl Appliance {
         config: &Config,
         cam: &CameraConfig,
         detector: ObjectDetector,
+        rules: Option<aegis_rules::Engine>,
         snapshots: SyncSender<SnapshotJob>,
         clock: Arc<dyn Clock>,
     ) -> Result<(), PipelineError> {
@@ -173,6 +195,7 @@ impl Appliance {
                 ..TrackerParams::default()
             }),
             lifecycle: Lifecycle::new(&cam.name, (config.events.update_interval_s * 1000.0) as i64),
+            rules,
             snapshots,
             paced,
             store: self.store.clone(),
@@ -232,6 +255,16 @@ impl Appliance {
     }
 }
 
+/// Reads and validates a rules file against the model's labels.
+fn load_rules(path: &Path, labels: &[String]) -> Result<aegis_rules::RuleSet, PipelineError> {
+    let fail = |reason: String| PipelineError::Rules {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    aegis_rules::RuleSet::parse(&text, Some(labels)).map_err(|e| fail(e.to_string()))
+}
+
 fn load_detector(config: &Config, ort_library: &Path) -> Result<ObjectDetector, DetectError> {
     let d = &config.detector;
     let kind = match d.backend {
@@ -279,6 +312,8 @@ struct CameraWorker {
     detector: ObjectDetector,
     tracker: ByteTracker,
     lifecycle: Lifecycle,
+    /// This camera's rules, if any: their events join the object events of the same frame.
+    rules: Option<aegis_rules::Engine>,
     snapshots: SyncSender<SnapshotJob>,
     /// Frames come at the source's pace: snapshots are dropped rather than waited for.
     paced: bool,
@@ -308,12 +343,17 @@ impl CameraWorker {
         self.status.detected.fetch_add(1, Ordering::Relaxed);
         self.status.detect_latency.observe(inference);
         let tracks = self.tracker.update(&detections);
-        let mut pending = self.lifecycle.update(
-            &tracks,
-            self.tracker.ended(),
-            frame.wall_ms,
-            (frame.width, frame.height),
-        );
+        let frame_size = (frame.width, frame.height);
+        let mut pending =
+            self.lifecycle
+                .update(&tracks, self.tracker.ended(), frame.wall_ms, frame_size);
+        if let Some(engine) = &mut self.rules {
+            let input =
+                rules::track_frame(self.status.name(), &frame, &tracks, self.tracker.ended());
+            for hit in engine.update(&input) {
+                pending.push(rules::pending(hit, &tracks, frame_size));
+            }
+        }
         if pending.is_empty() {
             return Ok(());
         }
@@ -365,7 +405,9 @@ impl CameraWorker {
             self.snapshots.send(job).is_ok()
         };
         if queued {
-            for e in events.iter().filter(|e| named(e)) {
+            // Later lifecycle events refer to the object's own snapshot, not a rule's.
+            let lifecycle = |e: &&aegis_domain::Event| e.kind != aegis_domain::EventKind::Rule;
+            for e in events.iter().filter(|e| named(e)).filter(lifecycle) {
                 self.lifecycle
                     .set_snapshot(e.track_id, e.snapshot.clone().expect("named"));
             }

@@ -60,6 +60,7 @@ impl Lifecycle {
             started_at_ms: started_ms,
             at_ms,
             snapshot,
+            rule: None,
         }
     }
 

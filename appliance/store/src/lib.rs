@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use aegis_domain::{BBox, BlobUrn, Event, EventKind};
+use aegis_domain::{BBox, BlobUrn, Event, EventKind, RuleHit};
 use aegis_proto::v1;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -109,6 +109,8 @@ pub struct StoredEvent {
 pub struct EventQuery {
     pub stream: Option<String>,
     pub label: Option<String>,
+    /// Only the events this rule raised.
+    pub rule: Option<String>,
     /// Newest first, strictly older than this seq (the cursor of the previous page).
     pub before: Option<i64>,
     /// Oldest first, strictly newer than this seq (SSE resume).
@@ -205,8 +207,8 @@ impl Store {
         let mut seqs = Vec::with_capacity(events.len());
         for e in events {
             tx.execute(
-                "INSERT INTO events (id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                "INSERT INTO events (id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot, rule, rule_detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     e.id,
                     e.kind.as_str(),
@@ -223,6 +225,8 @@ impl Store {
                     e.started_at_ms,
                     e.at_ms,
                     e.snapshot.as_ref().map(BlobUrn::as_str),
+                    e.rule.as_ref().map(|r| r.name.as_str()),
+                    e.rule.as_ref().map(|r| r.detail.to_string()),
                 ],
             )?;
             let seq = tx.last_insert_rowid();
@@ -299,35 +303,54 @@ impl Store {
             (None, None) => ("DESC", "<", i64::MAX),
         };
         let sql = format!(
-            "SELECT seq, id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot
+            "SELECT seq, id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot, rule, rule_detail
              FROM events WHERE seq {cmp} ?1 AND (?2 IS NULL OR stream = ?2) AND (?3 IS NULL OR label = ?3)
+             AND (?5 IS NULL OR rule = ?5)
              ORDER BY seq {order} LIMIT ?4"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![bound, q.stream, q.label, q.limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, String>(5)?,
-                [
-                    r.get::<_, f64>(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                ],
-                (r.get::<_, u32>(11)?, r.get::<_, u32>(12)?),
-                (r.get::<_, i64>(13)?, r.get::<_, i64>(14)?),
-                r.get::<_, Option<String>>(15)?,
-            ))
-        })?;
+        let rows = stmt.query_map(
+            params![bound, q.stream, q.label, q.limit as i64, q.rule],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    [
+                        r.get::<_, f64>(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                    ],
+                    (r.get::<_, u32>(11)?, r.get::<_, u32>(12)?),
+                    (r.get::<_, i64>(13)?, r.get::<_, i64>(14)?),
+                    r.get::<_, Option<String>>(15)?,
+                    (
+                        r.get::<_, Option<String>>(16)?,
+                        r.get::<_, Option<String>>(17)?,
+                    ),
+                ))
+            },
+        )?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, id, kind, stream, track_id, label, f, frame_size, (started, at), snapshot) =
-                row?;
+            let (
+                seq,
+                id,
+                kind,
+                stream,
+                track_id,
+                label,
+                f,
+                frame_size,
+                (started, at),
+                snapshot,
+                rule,
+            ) = row?;
             let corrupt = |reason: String| StoreError::Corrupt { seq, reason };
             out.push(StoredEvent {
                 seq,
@@ -346,6 +369,14 @@ impl Store {
                     snapshot: snapshot
                         .map(|s| BlobUrn::parse(&s).map_err(|e| corrupt(e.to_string())))
                         .transpose()?,
+                    rule: match rule {
+                        (Some(name), detail) => Some(RuleHit {
+                            name,
+                            detail: serde_json::from_str(detail.as_deref().unwrap_or("null"))
+                                .map_err(|e| corrupt(format!("rule detail: {e}")))?,
+                        }),
+                        (None, _) => None,
+                    },
                 },
             });
         }
@@ -451,5 +482,9 @@ fn to_wire(e: &Event) -> v1::Event {
         started_at_ms: e.started_at_ms,
         at_ms: e.at_ms,
         snapshot: e.snapshot.as_ref().map(ToString::to_string),
+        rule: e.rule.as_ref().map(|r| v1::RuleHit {
+            name: r.name.clone(),
+            detail: r.detail.clone(),
+        }),
     }
 }

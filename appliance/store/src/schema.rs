@@ -4,7 +4,7 @@ use crate::StoreError;
 
 /// The schema as first shipped, then one step per version. A new store runs them all, so the
 /// upgrade path is exercised on every start-up of a fresh box, not only on old ones.
-const STEPS: [&str; 3] = [V1, V2, V3];
+const STEPS: [&str; 4] = [V1, V2, V3, V4];
 
 /// The version this build writes: the number of steps.
 pub(crate) const VERSION: i64 = STEPS.len() as i64;
@@ -73,6 +73,34 @@ CREATE TABLE counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+";
+
+/// v4: rule events. `kind` gains `rule`, and the rule's name and what it saw are kept beside
+/// the event (`rule`, `rule_detail` as JSON). The CHECK constraint changes, so the table is
+/// rebuilt.
+const V4: &str = "
+CREATE TABLE events_v4 (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL CHECK (kind IN ('new', 'update', 'end', 'rule')),
+    stream      TEXT NOT NULL,
+    track_id    INTEGER NOT NULL,
+    label       TEXT NOT NULL,
+    score       REAL NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    frame_w     INTEGER NOT NULL,
+    frame_h     INTEGER NOT NULL,
+    started_ms  INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    snapshot    TEXT,
+    rule        TEXT,
+    rule_detail TEXT
+);
+INSERT INTO events_v4 SELECT *, NULL, NULL FROM events;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX events_stream_seq ON events (stream, seq);
+CREATE INDEX events_rule_seq ON events (rule, seq) WHERE rule IS NOT NULL;
 ";
 
 pub(crate) fn prepare(conn: &Connection) -> Result<(), StoreError> {

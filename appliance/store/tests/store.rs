@@ -20,6 +20,7 @@ fn event(n: i64, stream: &str, label: &str, snapshot: Option<aegis_domain::BlobU
         started_at_ms: 1000 + n,
         at_ms: 1000 + n,
         snapshot,
+        rule: None,
     }
 }
 

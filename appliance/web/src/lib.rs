@@ -98,6 +98,8 @@ struct EventsParams {
     cursor: Option<String>,
     stream: Option<String>,
     label: Option<String>,
+    /// Only events this rule raised.
+    rule: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -128,6 +130,7 @@ async fn events(
     let q = EventQuery {
         stream: p.stream,
         label: p.label,
+        rule: p.rule,
         before,
         after: None,
         limit,
