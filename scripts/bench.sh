@@ -58,7 +58,8 @@ bench_detector() {
 }
 
 bench_pipeline() {
-  sed -e "s#\.\./data#$WORK/data#" -e "s#\.\./#$PWD/#g" config/demo.yaml > "$WORK/bench.yaml"
+  sed -e "s#\.\./data#$WORK/data#" -e "s#\.\./#$PWD/#g" -e "s#^rules: #rules: $PWD/config/#" \
+    config/demo.yaml > "$WORK/bench.yaml"
   "$AEGIS" bench pipeline --config "$WORK/bench.yaml" --seconds 80
 }
 
