@@ -205,11 +205,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
         &aegis_detect::default_ort_library(),
         Arc::new(aegis_base::SystemClock),
     )?;
+    let mqtt = match config.mqtt.clone() {
+        Some(m) => Some(aegis_mqtt::start(
+            m,
+            &appliance.feed(),
+            appliance.shutdown_handle(),
+        )?),
+        None => None,
+    };
     let state = aegis_web::WebState {
         store: appliance.store.clone(),
         streams: appliance.streams.clone(),
         live: appliance.feed(),
         shutdown: appliance.shutdown_handle(),
+        mqtt: mqtt.as_ref().map(|(status, _)| status.clone()),
     };
     let shutdown = appliance.shutdown_handle();
     let result = tokio::runtime::Runtime::new()?.block_on(async {
@@ -218,6 +227,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         aegis_web::serve(listener, state).await?;
         anyhow::Ok(())
     });
+    // However the server ended, everything stops; MQTT says `offline` first.
+    appliance.shutdown_handle().trigger();
+    if let Some((_, thread)) = mqtt {
+        let _ = thread.join();
+    }
     appliance.stop();
     result
 }

@@ -42,6 +42,7 @@ async fn serve(appliance: &Appliance) -> String {
         streams: appliance.streams.clone(),
         live: appliance.feed(),
         shutdown: appliance.shutdown_handle(),
+        mqtt: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

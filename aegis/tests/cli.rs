@@ -330,3 +330,76 @@ fn retention_keeps_the_store_under_its_budget_and_reports_what_it_dropped() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn mqtt_subscribers_see_the_appliance_come_online_publish_and_die() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mqtt_port) = (free_port(), free_port());
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let mut broker = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto (scripts/setup.sh installs it)");
+    while std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut sub = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt_port.to_string(),
+            "-t",
+            "shop/#",
+            "-v",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(sub.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in lines.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let cfg = run_config(
+        dir.path(),
+        port,
+        ", realtime: false",
+        &format!("mqtt: {{host: 127.0.0.1, port: {mqtt_port}, prefix: shop}}\n"),
+    );
+    let mut child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    let wait_for = |want: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx.recv_timeout(left).expect("MQTT message not received");
+            if want(&line) {
+                return line;
+            }
+        }
+    };
+    wait_for(&|l| l == "shop/available online");
+    let event = wait_for(&|l| l.starts_with("shop/events "));
+    let event: serde_json::Value =
+        serde_json::from_str(event.strip_prefix("shop/events ").unwrap()).unwrap();
+    assert_eq!(event["after"]["stream"], "plaza");
+    wait_for(&|l| l.starts_with("shop/plaza/person "));
+    // Killed without a goodbye: the broker publishes the last will.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for(&|l| l == "shop/available offline");
+    for p in [&mut sub, &mut broker] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}

@@ -30,6 +30,9 @@ pub struct Config {
     /// A rules file (zones, lines, rules: docs/rules.md); no rules when absent.
     #[serde(default)]
     pub rules: Option<PathBuf>,
+    /// Publish events to an MQTT broker; off when absent.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -202,6 +205,37 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+/// The `mqtt` section: the broker the appliance publishes to (`appliance/mqtt`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Messages that may wait for the broker; beyond this they are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_port() -> u16 {
+    1883
+}
+fn default_prefix() -> String {
+    "aegis".into()
+}
+fn default_client_id() -> String {
+    "aegis".into()
+}
+fn default_queue() -> usize {
+    1000
+}
+
 /// Builds a section's defaults through serde, so the defaults live in one place.
 fn defaults<T: DeserializeOwned>() -> T {
     serde_yaml::from_value(serde_yaml::Value::Mapping(Default::default()))
@@ -292,8 +326,8 @@ impl Config {
                 message: "the configuration must be a mapping of sections".into(),
             }]));
         };
-        const SECTIONS: [&str; 7] = [
-            "cameras", "detector", "tracker", "events", "storage", "http", "rules",
+        const SECTIONS: [&str; 8] = [
+            "cameras", "detector", "tracker", "events", "storage", "http", "rules", "mqtt",
         ];
         for key in map.keys() {
             let name = key.as_str().unwrap_or("?");
@@ -339,6 +373,19 @@ impl Config {
             events: section(map.get("events"), "events", &mut errors).unwrap_or_default(),
             storage: section(map.get("storage"), "storage", &mut errors).unwrap_or_default(),
             http: section(map.get("http"), "http", &mut errors).unwrap_or_default(),
+            mqtt: map.get("mqtt").and_then(|v| {
+                let mut m: MqttConfig = section(Some(v), "mqtt", &mut errors)?;
+                if let Some(p) = &m.password {
+                    match interpolate(p, env) {
+                        Ok(p) => m.password = Some(p),
+                        Err(message) => errors.push(FieldError {
+                            path: "mqtt.password".into(),
+                            message,
+                        }),
+                    }
+                }
+                Some(m)
+            }),
             rules: map.get("rules").and_then(|v| match v.as_str() {
                 Some(path) => Some(PathBuf::from(path)),
                 None => {

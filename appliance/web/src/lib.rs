@@ -31,6 +31,8 @@ pub struct WebState {
     pub streams: Vec<Arc<StreamStatus>>,
     pub live: broadcast::Sender<LiveEvent>,
     pub shutdown: Shutdown,
+    /// The MQTT publisher's counters, when one runs.
+    pub mqtt: Option<Arc<aegis_mqtt::MqttStatus>>,
 }
 
 /// The routes, registered in one place so that the OpenAPI document can be checked against
@@ -232,6 +234,7 @@ mod tests {
             streams: Vec::new(),
             live,
             shutdown: Shutdown::new(),
+            mqtt: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

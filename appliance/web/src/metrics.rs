@@ -149,6 +149,32 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
     }
+    if let Some(m) = &s.mqtt {
+        let mqtt: [(&str, &str, &str, u64); 3] = [
+            (
+                "aegis_mqtt_connected",
+                "gauge",
+                "1 while connected to the MQTT broker.",
+                u64::from(m.connected.load(Relaxed)),
+            ),
+            (
+                "aegis_mqtt_published_total",
+                "counter",
+                "MQTT messages queued for the broker.",
+                m.published.load(Relaxed),
+            ),
+            (
+                "aegis_mqtt_dropped_total",
+                "counter",
+                "MQTT messages dropped because the broker was away too long.",
+                m.dropped.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in mqtt {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,208 @@
+//! The publisher against a real broker (mosquitto on loopback, started here) and a real client
+//! (`mosquitto_sub`). The events are made here rather than by a detector: what is under test is
+//! what reaches MQTT subscribers.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use aegis_base::Shutdown;
+use aegis_domain::{BBox, Event, EventKind};
+use aegis_mqtt::MqttConfig;
+use aegis_pipeline::LiveEvent;
+use aegis_store::StoredEvent;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// mosquitto on `port`, anonymous, loopback only; returns once it accepts connections.
+fn broker(dir: &std::path::Path, port: u16) -> Killed {
+    let conf = dir.join(format!("mosquitto-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto (scripts/setup.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Killed(child)
+}
+
+/// `mosquitto_sub -v` on everything under `aegis/`: lines of "topic payload".
+fn subscribe(port: u16) -> (Killed, Receiver<String>) {
+    let mut child = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "aegis/#",
+            "-v",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Let it subscribe before anything is published.
+    std::thread::sleep(Duration::from_millis(300));
+    (Killed(child), rx)
+}
+
+fn config(port: u16, queue: usize) -> MqttConfig {
+    serde_json::from_value(serde_json::json!({"host": "127.0.0.1", "port": port, "queue": queue}))
+        .unwrap()
+}
+
+fn live(seq: i64, kind: EventKind, track_id: u64) -> LiveEvent {
+    LiveEvent {
+        stored: StoredEvent {
+            seq,
+            event: Event {
+                id: format!("event-{seq}"),
+                kind,
+                stream: "plaza".into(),
+                track_id,
+                label: "person".into(),
+                score: 0.9,
+                bbox: BBox::new(1.0, 2.0, 30.0, 80.0),
+                frame_size: (768, 576),
+                started_at_ms: 1000,
+                at_ms: 1000 + seq,
+                snapshot: None,
+                rule: None,
+            },
+        },
+        read_at: Instant::now(),
+        decode: Duration::ZERO,
+        inference: Duration::ZERO,
+    }
+}
+
+/// Lines received until `done` says so (or 10 s pass).
+fn collect(rx: &Receiver<String>, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        got.push(line);
+        if done(&got) {
+            return got;
+        }
+    }
+    panic!("not everything came; got {got:#?}");
+}
+
+/// Lines received until `want` shows up.
+fn until(rx: &Receiver<String>, want: &str) -> Vec<String> {
+    collect(rx, |got| got.last().is_some_and(|l| l == want))
+}
+
+#[test]
+fn events_counts_and_availability_reach_a_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = broker(dir.path(), port);
+    let (_sub, lines) = subscribe(port);
+    let (feed, _) = tokio::sync::broadcast::channel(64);
+    let shutdown = Shutdown::new();
+    let (status, thread) = aegis_mqtt::start(config(port, 100), &feed, shutdown.clone()).unwrap();
+    until(&lines, "aegis/available online");
+
+    feed.send(live(1, EventKind::New, 1)).unwrap();
+    feed.send(live(2, EventKind::New, 2)).unwrap();
+    feed.send(live(3, EventKind::Update, 1)).unwrap();
+    feed.send(live(4, EventKind::End, 1)).unwrap();
+    let is_count = |l: &String| l.starts_with("aegis/plaza/person ");
+    let got = collect(&lines, |got| {
+        got.iter().filter(|l| is_count(l)).count() == 3
+    });
+    let counts: Vec<_> = got.iter().filter(|l| is_count(l)).collect();
+    assert_eq!(
+        counts,
+        [
+            "aegis/plaza/person 1",
+            "aegis/plaza/person 2",
+            "aegis/plaza/person 1"
+        ]
+    );
+    let events: Vec<serde_json::Value> = got
+        .iter()
+        .filter_map(|l| l.strip_prefix("aegis/events "))
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[0]["type"], "new");
+    assert!(events[0]["before"].is_null());
+    // The update's `before` is the new event of the same object; the end's is the update.
+    assert_eq!(events[2]["before"]["seq"], 1);
+    assert_eq!(events[2]["after"]["seq"], 3);
+    assert_eq!(events[3]["type"], "end");
+    assert_eq!(events[3]["before"]["seq"], 3);
+
+    shutdown.trigger();
+    thread.join().unwrap();
+    until(&lines, "aegis/available offline");
+    assert_eq!(status.dropped.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn with_the_broker_down_events_are_dropped_and_counted_and_it_connects_when_it_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (feed, _) = tokio::sync::broadcast::channel(256);
+    let shutdown = Shutdown::new();
+    let (status, thread) = aegis_mqtt::start(config(port, 10), &feed, shutdown.clone()).unwrap();
+    for seq in 0..100 {
+        feed.send(live(seq, EventKind::New, seq as u64)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status.dropped.load(Ordering::Relaxed) < 50 {
+        assert!(Instant::now() < deadline, "drops not counted: {status:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!status.connected.load(Ordering::Relaxed));
+
+    let _broker = broker(dir.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !status.connected.load(Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "never connected: {status:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A subscriber arriving now sees the retained availability.
+    let (_sub, lines) = subscribe(port);
+    until(&lines, "aegis/available online");
+    shutdown.trigger();
+    thread.join().unwrap();
+}
