@@ -335,42 +335,8 @@ fn retention_keeps_the_store_under_its_budget_and_reports_what_it_dropped() {
 fn mqtt_subscribers_see_the_appliance_come_online_publish_and_die() {
     let dir = tempfile::tempdir().unwrap();
     let (port, mqtt_port) = (free_port(), free_port());
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let mut broker = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto (scripts/setup.sh installs it)");
-    while std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut sub = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &mqtt_port.to_string(),
-            "-t",
-            "shop/#",
-            "-v",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = std::io::BufReader::new(sub.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in lines.lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let _broker = aegis_testkit::mosquitto(dir.path(), mqtt_port);
+    let (_sub, rx) = aegis_testkit::mosquitto_sub(mqtt_port, "shop/#");
     let cfg = run_config(
         dir.path(),
         port,
@@ -398,8 +364,4 @@ fn mqtt_subscribers_see_the_appliance_come_online_publish_and_die() {
     child.kill().unwrap();
     child.wait().unwrap();
     wait_for(&|l| l == "shop/available offline");
-    for p in [&mut sub, &mut broker] {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
 }

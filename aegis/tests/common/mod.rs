@@ -5,16 +5,10 @@ use std::io::{Read, Write};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+pub use aegis_testkit::free_port;
+
 pub fn aegis() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aegis"))
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits for `GET /api/health` to answer on `port`; returns its body.

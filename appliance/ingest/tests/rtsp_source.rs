@@ -4,17 +4,20 @@
 //! cameras decode as well as H.264 ones.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aegis_base::{Backoff, Shutdown, SystemClock};
 use aegis_ingest::{Frame, SourceSpec, StreamIngest, StreamState, StreamStatus};
+use aegis_testkit::{free_port, KillOnDrop};
 
-struct RtspServer(Child);
+/// The server process, killed when dropped.
+struct RtspServer {
+    _process: KillOnDrop,
+}
 
 impl RtspServer {
     fn start(port: u16) -> Self {
@@ -36,23 +39,10 @@ impl RtspServer {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "READY", "RTSP server did not start");
-        Self(child)
+        Self {
+            _process: KillOnDrop(child),
+        }
     }
-}
-
-impl Drop for RtspServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Running {

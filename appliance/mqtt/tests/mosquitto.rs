@@ -2,11 +2,8 @@
 //! (`mosquitto_sub`). The events are made here rather than by a detector: what is under test is
 //! what reaches MQTT subscribers.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use aegis_base::Shutdown;
@@ -14,72 +11,7 @@ use aegis_domain::{BBox, Event, EventKind};
 use aegis_mqtt::MqttConfig;
 use aegis_pipeline::LiveEvent;
 use aegis_store::StoredEvent;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// mosquitto on `port`, anonymous, loopback only; returns once it accepts connections.
-fn broker(dir: &std::path::Path, port: u16) -> Killed {
-    let conf = dir.join(format!("mosquitto-{port}.conf"));
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto (scripts/setup.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Killed(child)
-}
-
-/// `mosquitto_sub -v` on everything under `aegis/`: lines of "topic payload".
-fn subscribe(port: u16) -> (Killed, Receiver<String>) {
-    let mut child = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "aegis/#",
-            "-v",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // Let it subscribe before anything is published.
-    std::thread::sleep(Duration::from_millis(300));
-    (Killed(child), rx)
-}
+use aegis_testkit::{free_port, mosquitto, mosquitto_sub};
 
 fn config(port: u16, queue: usize) -> MqttConfig {
     serde_json::from_value(serde_json::json!({"host": "127.0.0.1", "port": port, "queue": queue}))
@@ -133,8 +65,8 @@ fn until(rx: &Receiver<String>, want: &str) -> Vec<String> {
 fn events_counts_and_availability_reach_a_subscriber() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _broker = broker(dir.path(), port);
-    let (_sub, lines) = subscribe(port);
+    let _broker = mosquitto(dir.path(), port);
+    let (_sub, lines) = mosquitto_sub(port, "aegis/#");
     let (feed, _) = tokio::sync::broadcast::channel(64);
     let shutdown = Shutdown::new();
     let (status, thread) = aegis_mqtt::start(config(port, 100), &feed, shutdown.clone()).unwrap();
@@ -194,14 +126,14 @@ fn with_the_broker_down_events_are_dropped_and_counted_and_it_connects_when_it_c
     }
     assert!(!status.connected.load(Ordering::Relaxed));
 
-    let _broker = broker(dir.path(), port);
+    let _broker = mosquitto(dir.path(), port);
     let deadline = Instant::now() + Duration::from_secs(40);
     while !status.connected.load(Ordering::Relaxed) {
         assert!(Instant::now() < deadline, "never connected: {status:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
     // A subscriber arriving now sees the retained availability.
-    let (_sub, lines) = subscribe(port);
+    let (_sub, lines) = mosquitto_sub(port, "aegis/#");
     until(&lines, "aegis/available online");
     shutdown.trigger();
     thread.join().unwrap();
