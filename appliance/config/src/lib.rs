@@ -221,6 +221,9 @@ pub struct MqttConfig {
     /// Messages that may wait for the broker; beyond this they are dropped and counted.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Home Assistant's discovery prefix; `null` turns discovery messages off.
+    #[serde(default = "default_discovery")]
+    pub discovery_prefix: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -228,6 +231,9 @@ fn default_port() -> u16 {
 }
 fn default_prefix() -> String {
     "aegis".into()
+}
+fn default_discovery() -> Option<String> {
+    Some("homeassistant".into())
 }
 fn default_client_id() -> String {
     "aegis".into()

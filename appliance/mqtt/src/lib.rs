@@ -1,7 +1,9 @@
 //! MQTT publisher (rumqttc), in the layout Frigate users know, under a configurable prefix:
 //! - `<prefix>/available`: `online`, or `offline` (retained; also the broker's last will);
 //! - `<prefix>/events`: `{"type": "new"|"update"|"end"|"rule", "before": …, "after": …}`;
-//! - `<prefix>/<camera>/<label>`: how many such objects are in view (retained).
+//! - `<prefix>/<camera>/<label>`: how many such objects are in view (retained);
+//! - `<discovery>/sensor/<client_id>/<camera>_<label>/config`: a Home Assistant discovery
+//!   message (retained) for each of those counts, the first time it is published.
 //!
 //! It runs on its own thread and reads the appliance's live feed. The broker being down never
 //! slows the appliance: messages wait in a bounded queue, and what does not fit is dropped and
@@ -147,10 +149,11 @@ impl Publisher {
             EventKind::Update | EventKind::Rule => None,
         };
         if let Some(entered) = counted {
-            let set = self
-                .in_view
-                .entry((e.stream.clone(), e.label.clone()))
-                .or_default();
+            let key = (e.stream.clone(), e.label.clone());
+            if !self.in_view.contains_key(&key) {
+                self.announce(client, &e.stream, &e.label);
+            }
+            let set = self.in_view.entry(key).or_default();
             if entered {
                 set.insert(e.track_id);
             } else {
@@ -160,6 +163,24 @@ impl Publisher {
             let topic = self.topic(&format!("{}/{}", e.stream, e.label));
             self.publish(client, &topic, true, count);
         }
+    }
+
+    /// Tells Home Assistant about a count sensor, so it appears without any YAML.
+    fn announce(&self, client: &AsyncClient, camera: &str, label: &str) {
+        let Some(discovery) = &self.config.discovery_prefix else {
+            return;
+        };
+        let id = &self.config.client_id;
+        let config = json!({
+            "name": format!("{camera} {label} count"),
+            "unique_id": format!("{id}_{camera}_{label}_count"),
+            "state_topic": self.topic(&format!("{camera}/{label}")),
+            "availability_topic": self.topic("available"),
+            "state_class": "measurement",
+            "device": {"identifiers": [id], "name": format!("AegisVision {id}"), "manufacturer": "AegisVision"},
+        });
+        let topic = format!("{discovery}/sensor/{id}/{camera}_{label}/config");
+        self.publish(client, &topic, true, config.to_string());
     }
 
     /// Queues a message; a full queue (broker away too long) drops it, counted.

@@ -67,6 +67,7 @@ fn events_counts_and_availability_reach_a_subscriber() {
     let port = free_port();
     let _broker = mosquitto(dir.path(), port);
     let (_sub, lines) = mosquitto_sub(port, "aegis/#");
+    let (_ha, discovery) = mosquitto_sub(port, "homeassistant/#");
     let (feed, _) = tokio::sync::broadcast::channel(64);
     let shutdown = Shutdown::new();
     let (status, thread) = aegis_mqtt::start(config(port, 100), &feed, shutdown.clone()).unwrap();
@@ -102,6 +103,14 @@ fn events_counts_and_availability_reach_a_subscriber() {
     assert_eq!(events[2]["after"]["seq"], 3);
     assert_eq!(events[3]["type"], "end");
     assert_eq!(events[3]["before"]["seq"], 3);
+
+    // Home Assistant learns about the count sensor once, retained.
+    let announced = collect(&discovery, |got| !got.is_empty());
+    let (topic, config) = announced[0].split_once(' ').unwrap();
+    assert_eq!(topic, "homeassistant/sensor/aegis/plaza_person/config");
+    let config: serde_json::Value = serde_json::from_str(config).unwrap();
+    assert_eq!(config["state_topic"], "aegis/plaza/person");
+    assert_eq!(config["availability_topic"], "aegis/available");
 
     shutdown.trigger();
     thread.join().unwrap();
