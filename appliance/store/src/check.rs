@@ -69,7 +69,7 @@ impl Store {
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64,
-            lost_snapshots: lost_snapshots(&conn)?
+            lost_snapshots: lost_snapshots(&conn, 0)?
                 .into_iter()
                 .map(|(urn, _)| urn)
                 .collect(),

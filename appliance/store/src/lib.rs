@@ -84,6 +84,10 @@ fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.tmp"))
 }
 
+/// How many of the newest events start-up recovery looks at: far more than the snapshot queue
+/// (8 frames) can hold in flight.
+const RECOVERY_WINDOW: i64 = 100_000;
+
 /// Snapshots are the only blobs events name.
 const SNAPSHOT_TYPE: &str = "image/jpeg";
 
@@ -272,7 +276,11 @@ impl Store {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
         let mut recovery = SnapshotRecovery::default();
-        for (urn, at_ms) in lost_snapshots(&tx)? {
+        // Only the newest events can have snapshots in flight (the snapshot queue holds a few
+        // frames), so start-up does not scan the whole history; `check` does.
+        let newest: i64 =
+            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        for (urn, at_ms) in lost_snapshots(&tx, newest - RECOVERY_WINDOW)? {
             let landed = BlobUrn::parse(&urn).ok().and_then(|urn| {
                 let blob = StagedBlob::new(urn, &[], SNAPSHOT_TYPE);
                 let dest = self.blob_dir().join(&blob.relative_path);
@@ -443,14 +451,16 @@ fn insert_blob(conn: &Connection, b: &StagedBlob, now_ms: i64) -> Result<(), Sto
     Ok(())
 }
 
-/// Snapshot URNs that events name but no blob row backs, with the time of the first such event.
-fn lost_snapshots(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+/// Snapshot URNs that events after `after_seq` name but no blob row backs, with the time of the
+/// first such event.
+fn lost_snapshots(conn: &Connection, after_seq: i64) -> Result<Vec<(String, i64)>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT e.snapshot, MIN(e.at_ms) FROM events e LEFT JOIN blobs b ON b.urn = e.snapshot
-         WHERE e.snapshot IS NOT NULL AND b.urn IS NULL GROUP BY e.snapshot ORDER BY e.snapshot",
+         WHERE e.seq > ?1 AND e.snapshot IS NOT NULL AND b.urn IS NULL
+         GROUP BY e.snapshot ORDER BY e.snapshot",
     )?;
     let urns = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([after_seq], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(urns)
 }

@@ -4,7 +4,7 @@ use crate::StoreError;
 
 /// The schema as first shipped, then one step per version. A new store runs them all, so the
 /// upgrade path is exercised on every start-up of a fresh box, not only on old ones.
-const STEPS: [&str; 4] = [V1, V2, V3, V4];
+const STEPS: [&str; 5] = [V1, V2, V3, V4, V5];
 
 /// The version this build writes: the number of steps.
 pub(crate) const VERSION: i64 = STEPS.len() as i64;
@@ -101,6 +101,12 @@ DROP TABLE events;
 ALTER TABLE events_v4 RENAME TO events;
 CREATE INDEX events_stream_seq ON events (stream, seq);
 CREATE INDEX events_rule_seq ON events (rule, seq) WHERE rule IS NOT NULL;
+";
+
+/// v5: events by snapshot. Retention asks, per deleted snapshot, whether any event still names
+/// it, and unlinking a lost snapshot finds its events; without this each is a full scan.
+const V5: &str = "
+CREATE INDEX events_snapshot ON events (snapshot) WHERE snapshot IS NOT NULL;
 ";
 
 pub(crate) fn prepare(conn: &Connection) -> Result<(), StoreError> {
