@@ -119,7 +119,8 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         let _ = writeln!(out, "{name}_sum{{camera=\"{cam}\"}} {}", h.sum_seconds);
         let _ = writeln!(out, "{name}_count{{camera=\"{cam}\"}} {}", h.count);
     }
-    let store: [(&str, &str, &str, u64); 4] = [
+    // Single-valued families: the store's, then the MQTT publisher's when one runs.
+    let mut singles: Vec<(&str, &str, &str, u64)> = vec![
         (
             "aegis_outbox_backlog",
             "gauge",
@@ -145,12 +146,8 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
             s.store.disk_free()?,
         ),
     ];
-    for (name, kind, help, value) in store {
-        family(&mut out, name, kind, help);
-        let _ = writeln!(out, "{name} {value}");
-    }
     if let Some(m) = &s.mqtt {
-        let mqtt: [(&str, &str, &str, u64); 3] = [
+        singles.extend([
             (
                 "aegis_mqtt_connected",
                 "gauge",
@@ -169,11 +166,11 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
                 "MQTT messages dropped because the broker was away too long.",
                 m.dropped.load(Relaxed),
             ),
-        ];
-        for (name, kind, help, value) in mqtt {
-            family(&mut out, name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
-        }
+        ]);
+    }
+    for (name, kind, help, value) in singles {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
     }
     Ok((
         [(
