@@ -69,7 +69,7 @@ pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
-    let (cpu_start, started) = (cpu_seconds(), Instant::now());
+    let (cpu_start, started) = (aegis_base::proc::process_cpu_seconds(), Instant::now());
     let end = started + duration;
     let (mut total, mut own, mut inference) = (vec![], vec![], vec![]);
     let (mut decode, mut after_decode) = (vec![], vec![]);
@@ -91,9 +91,10 @@ pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
             Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => break,
         }
     }
-    let streams: Vec<_> = appliance.streams.iter().map(|s| s.view()).collect();
+    let streams: Vec<_> = appliance.streams().iter().map(|s| s.view()).collect();
     let memory = memory_mb();
-    let cores_used = (cpu_seconds() - cpu_start) / started.elapsed().as_secs_f64();
+    let cores_used =
+        (aegis_base::proc::process_cpu_seconds() - cpu_start) / started.elapsed().as_secs_f64();
     appliance.stop();
     Ok(json!({
         "events": total.len(),
@@ -181,34 +182,9 @@ pub fn decode(file: &Path, detect_fps: f64) -> anyhow::Result<Value> {
 
 /// Resident and peak resident memory of this process, from /proc (Linux).
 fn memory_mb() -> Value {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kb| (kb / 1024.0).round())
-    };
-    json!({"rss": field("VmRSS:"), "peak_rss": field("VmHWM:")})
-}
-
-/// CPU time (user + system) this process has used so far, all threads, from /proc (Linux).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf only reads its argument.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    // utime and stime are fields 14 and 15 of proc(5) stat; after the name, indices 11 and 12.
-    (ticks(11) + ticks(12)) / per_second.max(1.0)
+    let (rss, peak) = aegis_base::proc::process_memory();
+    let mb = |b: Option<u64>| b.map(|b| (b as f64 / 1_048_576.0).round());
+    json!({"rss": mb(rss), "peak_rss": mb(peak)})
 }
 
 fn percentiles(v: &mut [f64]) -> Value {

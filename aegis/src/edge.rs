@@ -154,12 +154,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config } => {
-            let config = match load_config(&config) {
+        Command::Run { config: path } => {
+            let config = match load_config(&path) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            serve(config)?;
+            serve(&path, config)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -199,12 +199,18 @@ fn replay(config: &Path, tracks: &Path, model: Option<&Path>) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    let appliance = aegis_pipeline::Appliance::start(
+fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
+    let appliance = Arc::new(aegis_pipeline::Appliance::start(
         &config,
         &aegis_detect::default_ort_library(),
         Arc::new(aegis_base::SystemClock),
-    )?;
+    )?);
+    if let Some(file) = aegis_web::ensure_admin(&appliance.store, &config.storage.dir)? {
+        tracing::warn!(
+            password_file = %file.display(),
+            "first start: created the user `admin`; its password is in this file until it is changed"
+        );
+    }
     let mqtt = match config.mqtt.clone() {
         Some(m) => Some(aegis_mqtt::start(
             m,
@@ -213,13 +219,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let state = aegis_web::WebState {
-        store: appliance.store.clone(),
-        streams: appliance.streams.clone(),
-        live: appliance.feed(),
-        shutdown: appliance.shutdown_handle(),
-        mqtt: mqtt.as_ref().map(|(status, _)| status.clone()),
-    };
+    let settings = Arc::new(aegis_pipeline::Settings::new(path, appliance.clone()));
+    let state = aegis_web::WebState::new(
+        appliance.clone(),
+        Some(settings),
+        mqtt.as_ref().map(|(status, _)| status.clone()),
+    );
     let shutdown = appliance.shutdown_handle();
     let result = tokio::runtime::Runtime::new()?.block_on(async {
         let listener = crate::bind(config.http.listen).await?;

@@ -13,8 +13,9 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A config for `cameras`, with the plaza's rules: arrivals on the whole frame, and a head count.
-fn config(dir: &Path, cameras: &str) -> Config {
+/// A config file for `cameras`, with the plaza's rules: arrivals on the whole frame, and a head
+/// count. Returns the file and the config.
+fn config(dir: &Path, cameras: &str) -> (PathBuf, Config) {
     std::fs::write(
         dir.join("rules.yaml"),
         "zones:\n  - {name: floor, camera: plaza, points: [[0, 0], [1, 0], [1, 1], [0, 1]]}\nrules:\n  - {name: arrivals, kind: zone_enter, zone: floor, labels: [person], inertia: 2}\n  - {name: headcount, kind: occupancy, zone: floor, labels: [person]}\n",
@@ -23,9 +24,12 @@ fn config(dir: &Path, cameras: &str) -> Config {
     let text = format!(
         "cameras:\n{cameras}\ndetector:\n  model: {}/models/centernet_mbv3_coco80.yaml\nstorage:\n  dir: {}\nrules: rules.yaml\n",
         repo().display(),
-        dir.display()
+        dir.join("data").display()
     );
-    Config::parse(&text, dir, &|_| None).unwrap()
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    (path, config)
 }
 
 fn clip() -> String {
@@ -35,19 +39,48 @@ fn clip() -> String {
         .to_string()
 }
 
-/// Serves the API for `appliance` on an ephemeral port; returns its base URL.
-async fn serve(appliance: &Appliance) -> String {
-    let state = aegis_web::WebState {
-        store: appliance.store.clone(),
-        streams: appliance.streams.clone(),
-        live: appliance.feed(),
-        shutdown: appliance.shutdown_handle(),
-        mqtt: None,
-    };
+/// Serves the API for `appliance`, with changes written to `config_file`; returns its base URL
+/// and a client logged in as the first-run admin (cookie and CSRF token on every request).
+async fn serve(appliance: &Arc<Appliance>, config_file: &Path) -> (String, reqwest::Client) {
+    let settings = Arc::new(aegis_pipeline::Settings::new(
+        config_file,
+        appliance.clone(),
+    ));
+    let state = aegis_web::WebState::new(appliance.clone(), Some(settings), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(aegis_web::serve(listener, state));
-    format!("http://{addr}")
+    let base = format!("http://{addr}");
+    let file = aegis_web::ensure_admin(&appliance.store, appliance.store.dir())
+        .unwrap()
+        .expect("a new store gets an admin");
+    let password = std::fs::read_to_string(file).unwrap();
+    let login = reqwest::Client::new()
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": password.trim()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let session: serde_json::Value = login.json().await.unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("cookie", cookie.parse().unwrap());
+    headers.insert(
+        "x-csrf-token",
+        session["csrf_token"].as_str().unwrap().parse().unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    (base, http)
 }
 
 async fn wait_for(mut done: impl FnMut() -> bool) {
@@ -93,26 +126,28 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
         .status()
         .unwrap();
     assert!(status.success());
-    let cfg = config(
+    let (file, cfg) = config(
         dir.path(),
         &format!("  - {{name: plaza, url: '{}', realtime: false, detect_fps: 5}}\n  - {{name: broken, url: '{}/missing.mp4', reconnect_initial_s: 0.1, reconnect_max_s: 0.2}}", trimmed.display(), dir.path().display()),
     );
-    let appliance = Appliance::start(
-        &cfg,
-        &aegis_detect::default_ort_library(),
-        Arc::new(aegis_base::SystemClock),
-    )
-    .unwrap();
-    let base = serve(&appliance).await;
-    let http = reqwest::Client::new();
+    let appliance = Arc::new(
+        Appliance::start(
+            &cfg,
+            &aegis_detect::default_ort_library(),
+            Arc::new(aegis_base::SystemClock),
+        )
+        .unwrap(),
+    );
+    let (base, http) = serve(&appliance, &file).await;
+    // From the first event: logging in (argon2) takes longer than the first detections.
     let mut sse = http
-        .get(format!("{base}/api/events/stream"))
+        .get(format!("{base}/api/events/stream?after=0"))
         .send()
         .await
         .unwrap();
     assert_eq!(sse.headers()["content-type"], "text/event-stream");
 
-    let plaza = appliance.streams[0].clone();
+    let plaza = appliance.streams()[0].clone();
     wait_for(|| {
         let v = plaza.view();
         v.state == aegis_ingest::StreamState::Finished && v.frames_detected == v.frames_sampled

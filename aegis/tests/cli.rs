@@ -2,10 +2,12 @@
 #![cfg(feature = "edge")]
 
 mod common;
+#[path = "common/session.rs"]
+mod session;
 
 use common::{aegis, free_port, stop, wait_healthy};
+use session::{http, login};
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -271,12 +273,10 @@ fn rules_replay_prints_rule_events_and_names_a_bad_line() {
     );
 }
 
-/// `GET /metrics` on `port`: the value of `series`.
-fn metric(port: u16, series: &str) -> f64 {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
+/// `GET /metrics` on `port` in the session `cookie`: the value of `series`.
+fn metric(port: u16, cookie: &str, series: &str) -> f64 {
+    let (status, body) = http(port, "GET", "/metrics", &[("Cookie", cookie)], "");
+    assert_eq!(status, 200, "{body}");
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {series} in {body}"))
@@ -290,13 +290,14 @@ fn retention_keeps_the_store_under_its_budget_and_reports_what_it_dropped() {
     let cfg = run_config(dir.path(), port, ", realtime: false", "");
     let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
     wait_healthy(port);
+    let cookie = login(port, &dir.path().join("data"));
     for _ in 0..600 {
-        if metric(port, "aegis_store_bytes") > 1.5e6 {
+        if metric(port, &cookie, "aegis_store_bytes") > 1.5e6 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(metric(port, "aegis_store_bytes") > 1.5e6);
+    assert!(metric(port, &cookie, "aegis_store_bytes") > 1.5e6);
     stop(child);
 
     // Restart with a 1 MB budget (and no camera writing): retention runs at start-up.
@@ -308,16 +309,17 @@ fn retention_keeps_the_store_under_its_budget_and_reports_what_it_dropped() {
     );
     let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
     wait_healthy(port);
+    let cookie = login(port, &dir.path().join("data"));
     let mut size = f64::MAX;
     for _ in 0..100 {
-        size = metric(port, "aegis_store_bytes");
+        size = metric(port, &cookie, "aegis_store_bytes");
         if size <= 1e6 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(size <= 1e6, "store still {size} bytes");
-    assert!(metric(port, "aegis_events_dropped_unsynced_total") > 0.0);
+    assert!(metric(port, &cookie, "aegis_events_dropped_unsynced_total") > 0.0);
     stop(child);
     let out = aegis()
         .args(["check", "--data"])

@@ -16,6 +16,22 @@ pub struct HistogramSnapshot {
     pub sum_seconds: f64,
 }
 
+impl HistogramSnapshot {
+    /// An upper bound for the `q` quantile (0..1): the bound of the bucket it falls in;
+    /// `None` when empty or beyond the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let rank = (q * self.count as f64).ceil().max(1.0) as u64;
+        (self.count > 0)
+            .then(|| {
+                self.buckets
+                    .iter()
+                    .find(|(_, n)| *n >= rank)
+                    .map(|(b, _)| *b)
+            })
+            .flatten()
+    }
+}
+
 impl Histogram {
     /// `bounds` in seconds, ascending.
     pub fn new(bounds: &'static [f64]) -> Self {
@@ -71,5 +87,8 @@ mod tests {
         assert_eq!(s.buckets, [(0.01, 2), (0.1, 3)]);
         assert_eq!(s.count, 4);
         assert!((s.sum_seconds - 0.565).abs() < 1e-9);
+        assert_eq!(s.quantile(0.5), Some(0.01));
+        assert_eq!(s.quantile(0.75), Some(0.1));
+        assert_eq!(s.quantile(1.0), None, "above the last bound");
     }
 }

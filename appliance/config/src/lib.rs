@@ -43,7 +43,7 @@ pub enum RtspTransport {
     Udp,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     /// Unique; used in URLs, topics and file names, so `[a-z0-9_-]` only.
@@ -275,7 +275,7 @@ impl Default for HttpConfig {
 }
 
 /// One problem, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FieldError {
     pub path: String,
     pub message: String,

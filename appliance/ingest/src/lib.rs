@@ -15,6 +15,7 @@ mod supervisor;
 pub use convert::RgbConverter;
 pub use decode::Frame;
 pub use error::IngestError;
+pub use ffmpeg_next as ff;
 pub use sampler::FrameSampler;
 pub use status::{StreamState, StreamStatus, StreamStatusView};
 pub use supervisor::{SourceSpec, StreamIngest};

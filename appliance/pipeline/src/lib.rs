@@ -5,13 +5,15 @@
 //! name them are committed.
 
 mod lifecycle;
+mod live;
 mod rules;
+mod settings;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,8 @@ use tokio::sync::broadcast;
 use tracing::{error, info, info_span};
 
 pub use lifecycle::{Lifecycle, Pending};
+pub use live::{LiveTrack, LiveTracks, LiveView};
+pub use settings::{Change, RulesSection, Settings, SettingsError};
 pub use snapshot::encode_snapshot;
 use snapshot::SnapshotJob;
 
@@ -43,6 +47,8 @@ pub enum PipelineError {
     Thread(std::io::Error),
     #[error("media library: {0}")]
     Media(String),
+    #[error("the appliance is stopping")]
+    Stopped,
     #[error("rules file {path}: {reason}")]
     Rules { path: PathBuf, reason: String },
 }
@@ -59,13 +65,51 @@ pub struct LiveEvent {
     pub inference: Duration,
 }
 
-/// The running appliance: its store, streams and live event feed.
+/// The running appliance: its store, cameras, rules and live event feed. Cameras and rules can
+/// be changed while it runs; the other cameras carry on untouched.
 pub struct Appliance {
     pub store: Arc<Store>,
-    pub streams: Vec<Arc<StreamStatus>>,
     events: broadcast::Sender<LiveEvent>,
     shutdown: Shutdown,
+    rules: Arc<LiveRules>,
+    /// The model's classes: rules may name only these.
+    labels: Vec<String>,
+    /// What a camera needs to start: the detector, tracker and event settings.
+    template: Config,
+    ort_library: PathBuf,
+    clock: Arc<dyn Clock>,
+    cameras: RwLock<Vec<Camera>>,
+    /// One change of cameras at a time.
+    editing: Mutex<()>,
+    snapshots: Mutex<Option<SyncSender<SnapshotJob>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running camera: two threads (ingest, detect) with their own stop signal.
+struct Camera {
+    config: CameraConfig,
+    status: Arc<StreamStatus>,
+    live: Arc<LiveView>,
+    stop: Shutdown,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// The rules every detect thread follows; a change takes effect at each camera's next frame.
+#[derive(Default)]
+struct LiveRules {
+    version: AtomicU64,
+    set: Mutex<Arc<aegis_rules::RuleSet>>,
+}
+
+impl LiveRules {
+    fn get(&self) -> Arc<aegis_rules::RuleSet> {
+        self.set.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, rules: aegis_rules::RuleSet) {
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        self.version.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl Appliance {
@@ -77,6 +121,20 @@ impl Appliance {
         clock: Arc<dyn Clock>,
     ) -> Result<Appliance, PipelineError> {
         aegis_ingest::init().map_err(|e| PipelineError::Media(e.to_string()))?;
+        // The first detector also tells which labels rules may name.
+        let first =
+            load_detector(config, ort_library).map_err(|source| PipelineError::Detector {
+                camera: config
+                    .cameras
+                    .first()
+                    .map_or_else(String::new, |c| c.name.clone()),
+                source,
+            })?;
+        let labels: Vec<String> = first.labels().iter().map(|l| l.to_string()).collect();
+        let rules = match &config.rules {
+            Some(path) => load_rules(path, &labels)?,
+            None => aegis_rules::RuleSet::default(),
+        };
         let store = Arc::new(Store::open(&config.storage.dir)?);
         let recovered = store.recover_snapshots()?;
         if recovered != aegis_store::SnapshotRecovery::default() {
@@ -87,49 +145,36 @@ impl Appliance {
             );
         }
         let (events, _) = broadcast::channel(1024);
-        let shutdown = Shutdown::new();
-        let mut workers = Vec::new();
-        for cam in config.cameras.iter().filter(|c| c.enabled) {
-            let detector =
-                load_detector(config, ort_library).map_err(|source| PipelineError::Detector {
-                    camera: cam.name.clone(),
-                    source,
-                })?;
-            workers.push((cam, detector));
-        }
-        let rules = match &config.rules {
-            Some(path) => {
-                let labels: Vec<String> = workers
-                    .first()
-                    .map(|(_, d)| d.labels().iter().map(|l| l.to_string()).collect())
-                    .unwrap_or_default();
-                Some(load_rules(path, &labels)?)
-            }
-            None => None,
-        };
-        let mut appliance = Appliance {
-            store,
-            streams: Vec::new(),
-            events,
-            shutdown,
-            threads: Vec::new(),
-        };
         let (snapshots, jobs) = sync_channel(snapshot::QUEUE_JOBS);
+        let appliance = Appliance {
+            store,
+            events,
+            shutdown: Shutdown::new(),
+            rules: Arc::default(),
+            labels,
+            template: config.clone(),
+            ort_library: ort_library.to_owned(),
+            clock: clock.clone(),
+            cameras: RwLock::default(),
+            editing: Mutex::default(),
+            snapshots: Mutex::new(Some(snapshots)),
+            threads: Mutex::default(),
+        };
+        appliance.rules.set(rules);
         let (store, quality) = (appliance.store.clone(), config.events.snapshot_quality);
         appliance.spawn("snapshots", info_span!("snapshots"), move || {
             snapshot::run(jobs, store, quality)
         })?;
-        for (cam, detector) in workers {
-            let rules = rules.clone().map(aegis_rules::Engine::new);
-            appliance.start_camera(
-                config,
-                cam,
-                detector,
-                rules,
-                snapshots.clone(),
-                clock.clone(),
-            )?;
+        let mut first = Some(first);
+        let mut started = Vec::new();
+        for cam in config.cameras.iter().filter(|c| c.enabled) {
+            let detector = match first.take() {
+                Some(d) => d,
+                None => appliance.detector(&cam.name)?,
+            };
+            started.push(appliance.start_camera(cam, detector)?);
         }
+        *appliance.cameras.write().unwrap_or_else(|e| e.into_inner()) = started;
         let s = &config.storage;
         if s.max_age_days.is_some() || s.max_size_mb.is_some() {
             let retention = Retention {
@@ -146,16 +191,26 @@ impl Appliance {
         Ok(appliance)
     }
 
+    fn detector(&self, camera: &str) -> Result<ObjectDetector, PipelineError> {
+        load_detector(&self.template, &self.ort_library).map_err(|source| PipelineError::Detector {
+            camera: camera.to_owned(),
+            source,
+        })
+    }
+
     fn start_camera(
-        &mut self,
-        config: &Config,
+        &self,
         cam: &CameraConfig,
         detector: ObjectDetector,
-        rules: Option<aegis_rules::Engine>,
-        snapshots: SyncSender<SnapshotJob>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Camera, PipelineError> {
+        let snapshots = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(PipelineError::Stopped)?;
         let status = Arc::new(StreamStatus::new(&cam.name, &cam.url));
+        let live = Arc::new(LiveView::default());
         let (tx, rx) = sync_channel(QUEUE_FRAMES);
         let spec = if cam.is_rtsp() {
             SourceSpec::Rtsp {
@@ -180,8 +235,9 @@ impl Appliance {
                 Duration::from_secs_f64(cam.reconnect_initial_s),
                 Duration::from_secs_f64(cam.reconnect_max_s),
             ),
-            clock,
+            clock: self.clock.clone(),
         };
+        let config = &self.template;
         let t = &config.tracker;
         let max_lost_frames = (t.buffer_s * cam.detect_fps).ceil().max(1.0) as u32;
         let worker = CameraWorker {
@@ -195,44 +251,124 @@ impl Appliance {
                 ..TrackerParams::default()
             }),
             lifecycle: Lifecycle::new(&cam.name, (config.events.update_interval_s * 1000.0) as i64),
-            rules,
+            rules: CameraRules {
+                live: self.rules.clone(),
+                version: u64::MAX,
+                engine: None,
+            },
+            live: live.clone(),
             snapshots,
             paced,
             store: self.store.clone(),
             events: self.events.clone(),
             status: status.clone(),
         };
-        let shutdown = self.shutdown.clone();
+        let stop = Shutdown::new();
         let name = &cam.name;
-        self.spawn(
-            &format!("ingest-{name}"),
-            info_span!("ingest", stream = %name),
-            move || ingest.run(tx, shutdown),
-        )?;
-        self.spawn(
-            &format!("detect-{name}"),
-            info_span!("detect", stream = %name),
-            move || worker.run(rx),
-        )?;
+        let ingest_stop = stop.clone();
+        let threads = vec![
+            spawn_thread(
+                &format!("ingest-{name}"),
+                info_span!("ingest", stream = %name),
+                move || ingest.run(tx, ingest_stop),
+            )?,
+            spawn_thread(
+                &format!("detect-{name}"),
+                info_span!("detect", stream = %name),
+                move || worker.run(rx),
+            )?,
+        ];
         info!(stream = %cam.name, url = %aegis_base::redact_url(&cam.url), "camera started");
-        self.streams.push(status);
-        Ok(())
+        Ok(Camera {
+            config: cam.clone(),
+            status,
+            live,
+            stop,
+            threads,
+        })
     }
 
     fn spawn(
-        &mut self,
+        &self,
         name: &str,
         span: tracing::Span,
         body: impl FnOnce() + Send + 'static,
     ) -> Result<(), PipelineError> {
-        let thread = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                let _span = span.entered();
-                body()
-            })
-            .map_err(PipelineError::Thread)?;
-        self.threads.push(thread);
+        let thread = spawn_thread(name, span, body)?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
+        Ok(())
+    }
+
+    /// Every camera's status, in the order of the config.
+    pub fn streams(&self) -> Vec<Arc<StreamStatus>> {
+        let cameras = self.cameras.read().unwrap_or_else(|e| e.into_inner());
+        cameras.iter().map(|c| c.status.clone()).collect()
+    }
+
+    /// A running camera's live view.
+    pub fn live(&self, camera: &str) -> Option<Arc<LiveView>> {
+        let cameras = self.cameras.read().unwrap_or_else(|e| e.into_inner());
+        cameras
+            .iter()
+            .find(|c| c.config.name == camera)
+            .map(|c| c.live.clone())
+    }
+
+    /// The labels the model detects (what rules may name).
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<aegis_rules::RuleSet> {
+        self.rules.get()
+    }
+
+    /// Puts new rules in force; each camera picks them up at its next frame, with fresh
+    /// per-object state (a visit in progress is not carried over).
+    pub fn set_rules(&self, rules: aegis_rules::RuleSet) {
+        self.rules.set(rules);
+        info!("rules updated");
+    }
+
+    /// Makes the running cameras match `cameras`: new ones start, removed ones stop, changed
+    /// ones restart; the rest are not touched. Detectors for the cameras to start are loaded
+    /// first, so a failure changes nothing.
+    pub fn set_cameras(&self, cameras: &[CameraConfig]) -> Result<(), PipelineError> {
+        let _editing = self.editing.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted: Vec<&CameraConfig> = cameras.iter().filter(|c| c.enabled).collect();
+        let running: Vec<CameraConfig> = {
+            let cams = self.cameras.read().unwrap_or_else(|e| e.into_inner());
+            cams.iter().map(|c| c.config.clone()).collect()
+        };
+        let mut detectors = Vec::new();
+        for cam in wanted.iter().filter(|c| !running.contains(*c)) {
+            detectors.push((cam.name.clone(), self.detector(&cam.name)?));
+        }
+        let stopping: Vec<Camera> = {
+            let mut cams = self.cameras.write().unwrap_or_else(|e| e.into_inner());
+            let (keep, stop) = std::mem::take(&mut *cams)
+                .into_iter()
+                .partition(|c| wanted.contains(&&c.config));
+            *cams = keep;
+            stop
+        };
+        for cam in stopping {
+            info!(stream = %cam.config.name, "camera stopping");
+            cam.halt();
+        }
+        let mut started = Vec::new();
+        for (name, detector) in detectors {
+            let cam = wanted.iter().find(|c| c.name == name).expect("wanted");
+            started.push(self.start_camera(cam, detector)?);
+        }
+        let mut cams = self.cameras.write().unwrap_or_else(|e| e.into_inner());
+        cams.extend(started);
+        let order = |c: &Camera| wanted.iter().position(|w| w.name == c.config.name);
+        cams.sort_by_key(order);
         Ok(())
     }
 
@@ -247,12 +383,46 @@ impl Appliance {
     }
 
     /// Stops every stream and waits for in-flight frames and snapshots to be committed.
-    pub fn stop(self) {
+    pub fn stop(&self) {
         self.shutdown.trigger();
+        let cameras = std::mem::take(&mut *self.cameras.write().unwrap_or_else(|e| e.into_inner()));
+        for cam in cameras {
+            cam.halt();
+        }
+        // The last sender: the snapshot thread finishes its queue and returns.
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Camera {
+    /// Stops the camera and waits for its in-flight frames to be committed.
+    fn halt(self) {
+        self.stop.trigger();
         for t in self.threads {
             let _ = t.join();
         }
     }
+}
+
+fn spawn_thread(
+    name: &str,
+    span: tracing::Span,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, PipelineError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _span = span.entered();
+            body()
+        })
+        .map_err(PipelineError::Thread)
 }
 
 /// Reads and validates a rules file against the model's labels.
@@ -312,14 +482,36 @@ struct CameraWorker {
     detector: ObjectDetector,
     tracker: ByteTracker,
     lifecycle: Lifecycle,
-    /// This camera's rules, if any: their events join the object events of the same frame.
-    rules: Option<aegis_rules::Engine>,
+    /// Rule events join the object events of the same frame.
+    rules: CameraRules,
+    live: Arc<LiveView>,
     snapshots: SyncSender<SnapshotJob>,
     /// Frames come at the source's pace: snapshots are dropped rather than waited for.
     paced: bool,
     store: Arc<Store>,
     events: broadcast::Sender<LiveEvent>,
     status: Arc<StreamStatus>,
+}
+
+/// A camera's rules engine, rebuilt when the rules in force change.
+struct CameraRules {
+    live: Arc<LiveRules>,
+    version: u64,
+    engine: Option<aegis_rules::Engine>,
+}
+
+impl CameraRules {
+    /// The engine for the rules in force; `None` when there are none.
+    fn current(&mut self) -> Option<&mut aegis_rules::Engine> {
+        let version = self.live.version.load(Ordering::Acquire);
+        if version != self.version {
+            let rules = self.live.get();
+            self.engine =
+                (!rules.rules.is_empty()).then(|| aegis_rules::Engine::new((*rules).clone()));
+            self.version = version;
+        }
+        self.engine.as_mut()
+    }
 }
 
 impl CameraWorker {
@@ -343,11 +535,15 @@ impl CameraWorker {
         self.status.detected.fetch_add(1, Ordering::Relaxed);
         self.status.detect_latency.observe(inference);
         let tracks = self.tracker.update(&detections);
+        if self.live.watched() {
+            self.live
+                .publish(frame.seq, frame.wall_ms, &frame.full, &tracks);
+        }
         let frame_size = (frame.width, frame.height);
         let mut pending =
             self.lifecycle
                 .update(&tracks, self.tracker.ended(), frame.wall_ms, frame_size);
-        if let Some(engine) = &mut self.rules {
+        if let Some(engine) = self.rules.current() {
             let input =
                 rules::track_frame(self.status.name(), &frame, &tracks, self.tracker.ended());
             for hit in engine.update(&input) {

@@ -127,10 +127,20 @@ pub fn encode_snapshot(
             paint(x2 - t, y);
         }
     }
-    let mut out = Vec::with_capacity(img.len() / 8);
+    encode_jpeg(&img, width, height, quality)
+}
+
+/// Encodes packed RGB24 as JPEG.
+pub(crate) fn encode_jpeg(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(rgb.len() / 8);
     jpeg_encoder::Encoder::new(&mut out, quality)
         .encode(
-            &img,
+            rgb,
             width as u16,
             height as u16,
             jpeg_encoder::ColorType::Rgb,

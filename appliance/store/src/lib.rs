@@ -11,9 +11,9 @@
 mod check;
 mod retention;
 mod schema;
+mod users;
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 pub use check::CheckReport;
 pub use retention::PruneReport;
+pub use users::Session;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -115,6 +116,10 @@ pub struct EventQuery {
     pub label: Option<String>,
     /// Only the events this rule raised.
     pub rule: Option<String>,
+    /// Only events at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Only events before this time.
+    pub until_ms: Option<i64>,
     /// Newest first, strictly older than this seq (the cursor of the previous page).
     pub before: Option<i64>,
     /// Oldest first, strictly newer than this seq (SSE resume).
@@ -175,6 +180,11 @@ impl Store {
         })
     }
 
+    /// The storage directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn blob_dir(&self) -> PathBuf {
         self.dir.join("blobs")
     }
@@ -192,15 +202,7 @@ impl Store {
         let dest = self.blob_dir().join(&blob.relative_path);
         let dir = dest.parent().expect("blob paths have a shard directory");
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = temp_path(&dest);
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
+        aegis_base::write_durably(&temp_path(&dest), &dest, bytes).map_err(io_err(&dest))?;
         Ok(blob)
     }
 
@@ -313,12 +315,20 @@ impl Store {
         let sql = format!(
             "SELECT seq, id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot, rule, rule_detail
              FROM events WHERE seq {cmp} ?1 AND (?2 IS NULL OR stream = ?2) AND (?3 IS NULL OR label = ?3)
-             AND (?5 IS NULL OR rule = ?5)
+             AND (?5 IS NULL OR rule = ?5) AND (?6 IS NULL OR at_ms >= ?6) AND (?7 IS NULL OR at_ms < ?7)
              ORDER BY seq {order} LIMIT ?4"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
-            params![bound, q.stream, q.label, q.limit as i64, q.rule],
+            params![
+                bound,
+                q.stream,
+                q.label,
+                q.limit as i64,
+                q.rule,
+                q.since_ms,
+                q.until_ms
+            ],
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,

@@ -4,7 +4,7 @@ use crate::StoreError;
 
 /// The schema as first shipped, then one step per version. A new store runs them all, so the
 /// upgrade path is exercised on every start-up of a fresh box, not only on old ones.
-const STEPS: [&str; 5] = [V1, V2, V3, V4, V5];
+const STEPS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
 
 /// The version this build writes: the number of steps.
 pub(crate) const VERSION: i64 = STEPS.len() as i64;
@@ -107,6 +107,23 @@ CREATE INDEX events_rule_seq ON events (rule, seq) WHERE rule IS NOT NULL;
 /// it, and unlinking a lost snapshot finds its events; without this each is a full scan.
 const V5: &str = "
 CREATE INDEX events_snapshot ON events (snapshot) WHERE snapshot IS NOT NULL;
+";
+
+/// v6: users of the on-box UI (argon2 hashes) and their sessions (by token hash); events by
+/// time, for the timeline's time range.
+const V6: &str = "
+CREATE INDEX events_at ON events (at_ms);
+CREATE TABLE users (
+    name       TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    user         TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    csrf         TEXT NOT NULL,
+    expires_ms   INTEGER NOT NULL
+);
 ";
 
 pub(crate) fn prepare(conn: &Connection) -> Result<(), StoreError> {

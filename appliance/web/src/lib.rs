@@ -1,70 +1,138 @@
-//! The on-box HTTP API (axum): health, streams, events with cursor pagination, a live event
-//! stream (SSE, resumable with `Last-Event-ID`), blobs by URN, and a small status page.
-//! Every error is an RFC 9457 problem document.
+//! The on-box HTTP API and UI (axum): health, login, streams, events with cursor pagination, a
+//! live event stream (SSE, resumable with `Last-Event-ID`), blobs by URN, cameras, zones, lines
+//! and rules (changed live), each camera's latest frame and tracks, system figures, metrics,
+//! and the embedded single-page UI. Everything but health and the login page needs a session
+//! (`auth`). Every error is an RFC 9457 problem document.
 
+mod api;
+mod auth;
 mod metrics;
 mod problem;
 mod sse;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use aegis_base::Shutdown;
 use aegis_domain::BlobUrn;
-use aegis_ingest::{StreamState, StreamStatus, StreamStatusView};
-use aegis_pipeline::LiveEvent;
+use aegis_ingest::{StreamState, StreamStatusView};
+use aegis_pipeline::{Appliance, LiveEvent, Settings};
 use aegis_store::{EventQuery, Store, StoredEvent};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, Method};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-pub use problem::ApiError;
+pub use auth::{ensure_admin, INITIAL_PASSWORD_FILE};
+pub use problem::{ApiError, Body};
+
+/// Request bodies larger than this are refused (413): every body here is a small JSON document.
+const MAX_BODY: usize = 64 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct WebState {
-    pub store: Arc<Store>,
-    pub streams: Vec<Arc<StreamStatus>>,
-    pub live: broadcast::Sender<LiveEvent>,
-    pub shutdown: Shutdown,
+    pub appliance: Arc<Appliance>,
+    store: Arc<Store>,
+    live: broadcast::Sender<LiveEvent>,
+    shutdown: Shutdown,
+    /// The config file behind the appliance, for changes through the API.
+    settings: Option<Arc<Settings>>,
     /// The MQTT publisher's counters, when one runs.
-    pub mqtt: Option<Arc<aegis_mqtt::MqttStatus>>,
+    mqtt: Option<Arc<aegis_mqtt::MqttStatus>>,
+    auth: Arc<auth::Auth>,
+    cpu: Arc<api::CpuSampler>,
+}
+
+impl WebState {
+    pub fn new(
+        appliance: Arc<Appliance>,
+        settings: Option<Arc<Settings>>,
+        mqtt: Option<Arc<aegis_mqtt::MqttStatus>>,
+    ) -> Self {
+        Self {
+            store: appliance.store.clone(),
+            live: appliance.feed(),
+            shutdown: appliance.shutdown_handle(),
+            appliance,
+            settings,
+            mqtt,
+            auth: Arc::default(),
+            cpu: Arc::default(),
+        }
+    }
 }
 
 /// The routes, registered in one place so that the OpenAPI document can be checked against
 /// exactly what the router serves.
 struct Routes {
     router: Router<WebState>,
-    paths: Vec<&'static str>,
+    /// (method, path) of every route.
+    served: Vec<(&'static str, &'static str)>,
 }
 
 impl Routes {
-    fn get<H, T>(mut self, path: &'static str, handler: H) -> Self
+    fn route<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
     where
         H: axum::handler::Handler<T, WebState>,
         T: 'static,
     {
-        self.router = self.router.route(path, get(handler));
-        self.paths.push(path);
+        let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+        self.router = self.router.route(path, on(filter, handler));
+        let name = match method {
+            Method::GET => "get",
+            Method::POST => "post",
+            Method::PUT => "put",
+            Method::DELETE => "delete",
+            _ => unreachable!("only these are used"),
+        };
+        self.served.push((name, path));
         self
+    }
+
+    fn get<H: axum::handler::Handler<T, WebState>, T: 'static>(
+        self,
+        path: &'static str,
+        handler: H,
+    ) -> Self {
+        self.route(Method::GET, path, handler)
     }
 }
 
 fn routes() -> Routes {
     Routes {
         router: Router::new(),
-        paths: Vec::new(),
+        served: Vec::new(),
     }
     .get("/", index)
+    .get("/login", login_page)
     .get("/api/health", health)
+    .route(Method::POST, "/api/auth/login", auth::login)
+    .route(Method::POST, "/api/auth/logout", auth::logout)
+    .get("/api/auth/session", auth::session)
+    .route(Method::POST, "/api/auth/password", auth::change_password)
     .get("/api/streams", streams)
     .get("/api/events", events)
     .get("/api/events/stream", sse::stream)
     .get("/api/blobs/{urn}", blob)
+    .get("/api/cameras", api::cameras)
+    .route(Method::POST, "/api/cameras", api::create_camera)
+    .route(Method::PUT, "/api/cameras/{name}", api::put_camera)
+    .route(Method::DELETE, "/api/cameras/{name}", api::delete_camera)
+    .get("/api/cameras/{name}/frame.jpg", api::frame)
+    .get("/api/cameras/{name}/tracks", api::tracks)
+    .get("/api/rules", api::rules)
+    .route(Method::PUT, "/api/zones/{name}", api::put_zone)
+    .route(Method::DELETE, "/api/zones/{name}", api::delete_zone)
+    .route(Method::PUT, "/api/lines/{name}", api::put_line)
+    .route(Method::DELETE, "/api/lines/{name}", api::delete_line)
+    .route(Method::PUT, "/api/rules/{name}", api::put_rule)
+    .route(Method::DELETE, "/api/rules/{name}", api::delete_rule)
+    .get("/api/system", api::system)
     .get("/api/openapi.json", openapi)
     .get("/metrics", metrics::metrics)
 }
@@ -73,6 +141,17 @@ pub fn router(state: WebState) -> Router {
     routes()
         .router
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::Body(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route".into(),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -85,13 +164,20 @@ async fn openapi() -> impl IntoResponse {
 /// Serves until shutdown is triggered.
 pub async fn serve(listener: tokio::net::TcpListener, state: WebState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.triggered().await })
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.triggered().await })
+    .await
 }
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("../assets/index.html"))
+}
+
+async fn login_page() -> Html<&'static str> {
+    Html(include_str!("../assets/login.html"))
 }
 
 #[derive(Serialize)]
@@ -103,25 +189,25 @@ struct Health {
 }
 
 async fn health(State(s): State<WebState>) -> Json<Health> {
-    let online = s
-        .streams
+    let streams = s.appliance.streams();
+    let online = streams
         .iter()
         .filter(|st| st.view().state == StreamState::Online)
         .count();
     Json(Health {
-        status: if online == s.streams.len() {
+        status: if online == streams.len() {
             "ok"
         } else {
             "degraded"
         },
         version: env!("CARGO_PKG_VERSION"),
         streams_online: online,
-        streams_total: s.streams.len(),
+        streams_total: streams.len(),
     })
 }
 
 async fn streams(State(s): State<WebState>) -> Json<Vec<StreamStatusView>> {
-    Json(s.streams.iter().map(|st| st.view()).collect())
+    Json(s.appliance.streams().iter().map(|st| st.view()).collect())
 }
 
 const MAX_PAGE: usize = 500;
@@ -136,6 +222,10 @@ struct EventsParams {
     label: Option<String>,
     /// Only events this rule raised.
     rule: Option<String>,
+    /// Only events at or after this time (ms since the Unix epoch).
+    since_ms: Option<i64>,
+    /// Only events before this time.
+    until_ms: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -167,6 +257,8 @@ async fn events(
         stream: p.stream,
         label: p.label,
         rule: p.rule,
+        since_ms: p.since_ms,
+        until_ms: p.until_ms,
         before,
         after: None,
         limit,
@@ -210,44 +302,31 @@ async fn blob(State(s): State<WebState>, Path(urn): Path<String>) -> Result<Resp
 mod tests {
     use super::*;
 
-    /// The OpenAPI document and the router agree, path for path, and every documented path
-    /// answers on a real server (not with the fallback's "no such route").
-    #[tokio::test]
-    async fn the_openapi_document_matches_the_routes() {
+    /// The OpenAPI document and the router agree, method and path for each route. (The
+    /// appliance tests check that each one answers on a real server.)
+    #[test]
+    fn the_openapi_document_matches_the_routes() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
-        let mut documented: Vec<&str> = doc["paths"]
+        let mut documented: Vec<(String, String)> = doc["paths"]
             .as_object()
             .unwrap()
-            .keys()
-            .map(String::as_str)
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(|m| (m.clone(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        let mut served = routes().paths;
+        let mut served: Vec<(String, String)> = routes()
+            .served
+            .into_iter()
+            .map(|(m, p)| (m.to_owned(), p.to_owned()))
+            .collect();
         documented.sort_unstable();
         served.sort_unstable();
         assert_eq!(documented, served);
-
-        let dir = tempfile::tempdir().unwrap();
-        let (live, _) = broadcast::channel(4);
-        let state = WebState {
-            store: Arc::new(Store::open(dir.path()).unwrap()),
-            streams: Vec::new(),
-            live,
-            shutdown: Shutdown::new(),
-            mqtt: None,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, state.clone()));
-        let example = "urn:aegis:blob:01a20d9b-c127-764e-99a2-022f0aec4881";
-        for path in served {
-            if path == "/api/events/stream" {
-                continue; // an endless stream; the appliance tests read it
-            }
-            let url = format!("http://{addr}{}", path.replace("{urn}", example));
-            let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
-            assert!(!body.contains("no such route"), "{path} is not served");
-        }
-        state.shutdown.trigger();
     }
 }

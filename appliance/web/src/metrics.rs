@@ -21,6 +21,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::with_capacity(4096);
+    let streams = s.appliance.streams();
     let counters: [Counter; 7] = [
         ("aegis_frames_decoded_total", "Frames decoded.", |s| {
             s.decoded.load(Relaxed)
@@ -62,7 +63,7 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
     ];
     for (name, help, value) in counters {
         family(&mut out, name, "counter", help);
-        for st in &s.streams {
+        for st in &streams {
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", st.name(), value(st));
         }
     }
@@ -84,7 +85,7 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         "gauge",
         "Sampled frames waiting for or in the detector.",
     );
-    for st in &s.streams {
+    for st in &streams {
         let v = st.view();
         let up = u8::from(v.state == StreamState::Online);
         let queued = v
@@ -105,7 +106,7 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         "histogram",
         "Detector time per frame: preprocess, inference, decoding, NMS.",
     );
-    for st in &s.streams {
+    for st in &streams {
         let h = st.detect_latency.snapshot();
         let cam = st.name();
         for (le, n) in &h.buckets {
