@@ -40,8 +40,12 @@ fn clip() -> String {
 }
 
 /// Serves the API for `appliance`, with changes written to `config_file`; returns its base URL
-/// and a client logged in as the first-run admin (cookie and CSRF token on every request).
-async fn serve(appliance: &Arc<Appliance>, config_file: &Path) -> (String, reqwest::Client) {
+/// a client logged in as the first-run admin (cookie and CSRF token on every request) and the
+/// session cookie alone.
+async fn serve(
+    appliance: &Arc<Appliance>,
+    config_file: &Path,
+) -> (String, reqwest::Client, String) {
     let settings = Arc::new(aegis_pipeline::Settings::new(
         config_file,
         appliance.clone(),
@@ -80,7 +84,7 @@ async fn serve(appliance: &Arc<Appliance>, config_file: &Path) -> (String, reqwe
         .default_headers(headers)
         .build()
         .unwrap();
-    (base, http)
+    (base, http, cookie)
 }
 
 async fn wait_for(mut done: impl FnMut() -> bool) {
@@ -138,7 +142,7 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
         )
         .unwrap(),
     );
-    let (base, http) = serve(&appliance, &file).await;
+    let (base, http, _) = serve(&appliance, &file).await;
     // From the first event: logging in (argon2) takes longer than the first detections.
     let mut sse = http
         .get(format!("{base}/api/events/stream?after=0"))
@@ -313,4 +317,430 @@ async fn sse_ids(resp: &mut reqwest::Response) -> Vec<i64> {
         .filter_map(|l| l.strip_prefix("id: "))
         .map(|v| v.parse().unwrap())
         .collect()
+}
+
+/// Starts the appliance on `cameras` (rules as in [`config`]) and serves it: the handle, the
+/// config file, and what [`serve`] returns.
+async fn start(
+    dir: &Path,
+    cameras: &str,
+) -> (Arc<Appliance>, PathBuf, String, reqwest::Client, String) {
+    let (file, cfg) = config(dir, cameras);
+    let appliance = Arc::new(
+        Appliance::start(
+            &cfg,
+            &aegis_detect::default_ort_library(),
+            Arc::new(aegis_base::SystemClock),
+        )
+        .unwrap(),
+    );
+    let (base, http, cookie) = serve(&appliance, &file).await;
+    (appliance, file, base, http, cookie)
+}
+
+/// Asserts a problem document with `status`; returns it.
+async fn problem(r: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(r.status().as_u16(), status, "{:?}", r.text().await);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_needs_a_session_changes_need_its_csrf_token_and_guessing_is_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.mp4");
+    let (appliance, _, base, http, cookie) = start(
+        dir.path(),
+        &format!("  - {{name: plaza, url: '{}'}}", missing.display()),
+    )
+    .await;
+    let anonymous = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: &str| anonymous.get(format!("{base}{path}")).send();
+    assert_eq!(get("/api/health").await.unwrap().status(), 200);
+    assert_eq!(get("/login").await.unwrap().status(), 200);
+    let page = get("/").await.unwrap();
+    assert_eq!(page.status(), 303, "a browser is sent to log in");
+    assert_eq!(page.headers()["location"], "/login");
+    for path in [
+        "/api/events",
+        "/api/streams",
+        "/metrics",
+        "/api/cameras",
+        "/api/openapi.json",
+    ] {
+        problem(get(path).await.unwrap(), 401).await;
+    }
+    let forged = anonymous
+        .get(format!("{base}/api/events"))
+        .header("cookie", "aegis_session=00ff00ff")
+        .send()
+        .await
+        .unwrap();
+    problem(forged, 401).await;
+
+    // Every documented route answers in a session (none falls through to "no such route").
+    let doc: serde_json::Value = http
+        .get(format!("{base}/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if item.get("get").is_none() || path == "/api/events/stream" {
+            continue; // changes are tested below; the stream never ends
+        }
+        let url = path
+            .replace(
+                "{urn}",
+                "urn:aegis:blob:01a20d9b-c127-764e-99a2-022f0aec4881",
+            )
+            .replace("{name}", "plaza");
+        let body = http
+            .get(format!("{base}{url}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains("no such route"), "{path} is not served");
+    }
+    let me: serde_json::Value = http
+        .get(format!("{base}/api/auth/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"], "admin");
+
+    // A change without the session's CSRF token, or with another, is refused.
+    for token in [None, Some("forged")] {
+        let mut r = anonymous
+            .put(format!("{base}/api/zones/door"))
+            .header("cookie", &cookie)
+            .json(&serde_json::json!({"camera": "plaza", "points": [[0, 0], [1, 0], [1, 1]]}));
+        if let Some(t) = token {
+            r = r.header("x-csrf-token", t);
+        }
+        problem(r.send().await.unwrap(), 403).await;
+    }
+    let rules: serde_json::Value = http
+        .get(format!("{base}/api/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rules["zones"].as_array().unwrap().len(),
+        1,
+        "no zone was added: {rules}"
+    );
+    // Bodies: too large, not JSON, malformed, the wrong shape.
+    let r = http
+        .put(format!("{base}/api/zones/door"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"camera\": \"{}\"}}", "x".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 413).await;
+    let r = http
+        .put(format!("{base}/api/zones/door"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 415).await;
+    let r = http
+        .put(format!("{base}/api/zones/door"))
+        .header("content-type", "application/json")
+        .body("{\"camera\": ")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400).await;
+    let r = http
+        .post(format!("{base}/api/auth/password"))
+        .json(&serde_json::json!({"current": "wrong-password", "new": "long enough"}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 403).await;
+    let r = http
+        .post(format!("{base}/api/auth/password"))
+        .json(&serde_json::json!({"current": "x", "new": "short"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(r, 422).await["errors"][0]["path"], "new");
+
+    // Logging out ends the session.
+    let r = http
+        .post(format!("{base}/api/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    problem(
+        http.get(format!("{base}/api/events")).send().await.unwrap(),
+        401,
+    )
+    .await;
+
+    // Five wrong passwords from one address, then even the right one waits.
+    let password = std::fs::read_to_string(dir.path().join("data/initial-admin-password")).unwrap();
+    let attempt = |password: String| {
+        anonymous
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send()
+    };
+    for _ in 0..5 {
+        problem(attempt("guess".into()).await.unwrap(), 401).await;
+    }
+    let r = attempt(password.trim().into()).await.unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    problem(r, 429).await;
+    appliance.stop();
+}
+
+/// Polls `GET url` until `done` holds for its JSON (60 s at most); returns that JSON.
+async fn poll(
+    http: &reqwest::Client,
+    url: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..600 {
+        let r = http.get(url).send().await.unwrap();
+        if r.status() == 200 {
+            let v: serde_json::Value = r.json().await.unwrap();
+            if done(&v) {
+                return v;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url}: condition not reached in 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cameras_zones_and_rules_change_without_a_restart_and_bad_ones_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let camera = |name: &str| serde_json::json!({"name": name, "url": clip(), "loop": true, "detect_fps": 2});
+    let (appliance, file, base, http, _) = start(
+        dir.path(),
+        &format!(
+            "  - {{name: plaza, url: '{}', loop: true, detect_fps: 2}}",
+            clip()
+        ),
+    )
+    .await;
+    let url = |path: &str| format!("{base}{path}");
+    poll(&http, &url("/api/streams"), |s| s[0]["state"] == "online").await;
+    let plaza = appliance.streams()[0].clone();
+
+    // Add a camera: it starts; plaza goes on untouched (same stream, counters not reset).
+    let r = http
+        .post(url("/api/cameras"))
+        .json(&camera("gate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    poll(&http, &url("/api/streams"), |s| {
+        s[1]["name"] == "gate" && s[1]["state"] == "online"
+    })
+    .await;
+    assert!(Arc::ptr_eq(&appliance.streams()[0], &plaza));
+    assert_eq!(plaza.view().reconnects, 0);
+    let cams = poll(&http, &url("/api/cameras"), |_| true).await;
+    assert_eq!(cams.as_array().unwrap().len(), 2);
+    assert!(std::fs::read_to_string(&file).unwrap().contains("gate"));
+
+    // Bad cameras are refused with every error, and the file is not touched.
+    let before = std::fs::read(&file).unwrap();
+    let r = http
+        .post(url("/api/cameras"))
+        .json(&serde_json::json!({"name": "Bad Name", "url": "ftp://cam", "detect_fps": 0, "colour": 1}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(r, 422).await;
+    let paths: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.iter().all(|p| p.starts_with("cameras[2]")),
+        "{paths:?}"
+    );
+    let r = http
+        .post(url("/api/cameras"))
+        .json(&serde_json::json!({"name": "bad", "url": "ftp://cam", "detect_fps": 0}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(r, 422).await;
+    let paths: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["cameras[2].url", "cameras[2].detect_fps"]);
+    problem(
+        http.post(url("/api/cameras"))
+            .json(&camera("gate"))
+            .send()
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    problem(
+        http.delete(url("/api/cameras/nope")).send().await.unwrap(),
+        404,
+    )
+    .await;
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    // Remove it: it stops, plaza still untouched.
+    assert_eq!(
+        http.delete(url("/api/cameras/gate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(appliance.streams().len(), 1);
+    assert!(Arc::ptr_eq(&appliance.streams()[0], &plaza));
+
+    // Bad geometry and references are refused, each with its path.
+    for (path, body, at) in [
+        (
+            "/api/zones/bow",
+            serde_json::json!({"camera": "plaza", "points": [[0, 0], [1, 1], [1, 0], [0, 1]]}),
+            "zones[1].points",
+        ),
+        (
+            "/api/zones/out",
+            serde_json::json!({"camera": "plaza", "points": [[0, 0], [1.5, 0], [1, 1]]}),
+            "zones[1].points",
+        ),
+        (
+            "/api/lines/dot",
+            serde_json::json!({"camera": "plaza", "from": [0.5, 0.5], "to": [0.5, 0.5]}),
+            "lines[0]",
+        ),
+        (
+            "/api/rules/ghost",
+            serde_json::json!({"kind": "zone_enter", "zone": "nowhere"}),
+            "rules[2].zone",
+        ),
+        (
+            "/api/rules/unicorns",
+            serde_json::json!({"kind": "zone_enter", "zone": "floor", "labels": ["unicorn"]}),
+            "rules[2].labels[0]",
+        ),
+    ] {
+        let body = problem(http.put(url(path)).json(&body).send().await.unwrap(), 422).await;
+        let first = body["errors"][0]["path"].as_str().unwrap();
+        assert!(first.starts_with(at), "{path}: {body}");
+    }
+    let r = http.delete(url("/api/zones/floor")).send().await.unwrap();
+    assert!(problem(r, 422).await["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("floor"));
+
+    // A zone and a rule drawn now fire on the next frames, and are in the rules file.
+    let r = http
+        .put(url("/api/zones/everywhere"))
+        .json(&serde_json::json!({"camera": "plaza", "points": [[0, 0], [1, 0], [1, 1], [0, 1]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http
+        .put(url("/api/rules/seen"))
+        .json(
+            &serde_json::json!({"kind": "zone_enter", "zone": "everywhere", "labels": ["person"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let seen = poll(&http, &url("/api/events?rule=seen"), |p| {
+        !p["events"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(seen["events"][0]["label"], "person");
+    let saved = std::fs::read_to_string(dir.path().join("rules.yaml")).unwrap();
+    let labels = ["person".to_owned()];
+    let rules = aegis_rules::RuleSet::parse(&saved, Some(&labels)).unwrap();
+    assert!(rules.zones.iter().any(|z| z.name == "everywhere"));
+    assert!(rules.rules.iter().any(|r| r.name == "seen"));
+
+    // The live view: the latest frame and the tracks on it, in its pixels.
+    let mut jpeg = None;
+    for _ in 0..100 {
+        let r = http
+            .get(url("/api/cameras/plaza/frame.jpg"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.headers()["content-type"], "image/jpeg");
+            jpeg = Some(r.bytes().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(&jpeg.expect("a live frame")[..2], &[0xFF, 0xD8]);
+    let tracks = poll(&http, &url("/api/cameras/plaza/tracks"), |t| {
+        !t["tracks"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        (tracks["width"].as_u64(), tracks["height"].as_u64()),
+        (Some(768), Some(576))
+    );
+    problem(
+        http.get(url("/api/cameras/gate/frame.jpg"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+
+    // The system page's figures.
+    let sys = poll(&http, &url("/api/system"), |s| {
+        s["streams"][0]["frames_detected"].as_u64() > Some(0)
+    })
+    .await;
+    assert!(sys["disk_free_bytes"].as_u64().unwrap() > 0);
+    assert!(sys["process_rss_bytes"].as_u64().unwrap() > 10_000_000);
+    assert!(sys["streams"][0]["detect_mean_ms"].as_f64().unwrap() > 0.0);
+    appliance.stop();
 }
