@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the appliance and its tests need on Debian 12, idempotently.
 #   - system packages: FFmpeg dev libraries, clang (bindgen), GStreamer RTSP server (tests), ffmpeg CLI
-#     (bench), pip and venv (PyPI downloads, the tracker evaluation), mosquitto (MQTT tests)
+#     (bench), pip and venv (PyPI downloads, the tracker evaluation), mosquitto (MQTT tests),
+#     chromium (web UI tests)
 #   - the ONNX Runtime shared library, taken from the PyPI `onnxruntime` wheel
 # Re-running it is cheap: each step checks before it acts.
 set -euo pipefail
@@ -13,7 +14,7 @@ ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
 APT_PACKAGES=(
   pkg-config clang libclang-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev
-  ffmpeg python3-pip python3-venv mosquitto mosquitto-clients
+  ffmpeg python3-pip python3-venv mosquitto mosquitto-clients chromium
   python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav

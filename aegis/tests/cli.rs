@@ -2,11 +2,8 @@
 #![cfg(feature = "edge")]
 
 mod common;
-#[path = "common/session.rs"]
-mod session;
 
-use common::{aegis, free_port, stop, wait_healthy};
-use session::{http, login};
+use common::{aegis, free_port, http, login, run, stop, wait_healthy};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,7 +96,7 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = run_config(dir.path(), port, "", "");
-    let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    let child = run(&cfg);
     wait_healthy(port);
     // The store is the running appliance's: `check` refuses rather than race it.
     let out = aegis()
@@ -175,7 +172,7 @@ fn kill_9_while_events_are_written_loses_nothing_committed_and_check_is_clean() 
     // Kill at different moments after writing resumes, so the kills land at different points
     // of the commit / snapshot cycle.
     for delay_ms in [0, 70, 190, 330] {
-        let mut child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+        let mut child = run(&cfg);
         wait_healthy(port);
         let before = seen.len();
         for _ in 0..600 {
@@ -187,15 +184,15 @@ fn kill_9_while_events_are_written_loses_nothing_committed_and_check_is_clean() 
         std::thread::sleep(Duration::from_millis(delay_ms));
         let ids = committed_ids(&db);
         assert!(ids.len() >= before + 10, "the appliance is writing events");
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
         // Everything committed before the kill is still there, in the same order.
         let after = committed_ids(&db);
         assert_eq!(after[..ids.len()], ids[..]);
         seen = after;
     }
     // Restart: recovery runs, the appliance works, and stops cleanly.
-    let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    let child = run(&cfg);
     wait_healthy(port);
     stop(child);
     assert_eq!(committed_ids(&db)[..seen.len()], seen[..]);
@@ -288,7 +285,7 @@ fn retention_keeps_the_store_under_its_budget_and_reports_what_it_dropped() {
     let port = free_port();
     // Fill the store past 1 MB, as fast as the clip decodes.
     let cfg = run_config(dir.path(), port, ", realtime: false", "");
-    let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    let child = run(&cfg);
     wait_healthy(port);
     let cookie = login(port, &dir.path().join("data"));
     for _ in 0..600 {
@@ -307,7 +304,7 @@ fn retention_keeps_the_store_under_its_budget_and_reports_what_it_dropped() {
         ", enabled: false",
         "storage: {max_size_mb: 1}\n",
     );
-    let child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    let child = run(&cfg);
     wait_healthy(port);
     let cookie = login(port, &dir.path().join("data"));
     let mut size = f64::MAX;
@@ -345,7 +342,7 @@ fn mqtt_subscribers_see_the_appliance_come_online_publish_and_die() {
         ", realtime: false",
         &format!("mqtt: {{host: 127.0.0.1, port: {mqtt_port}, prefix: shop}}\n"),
     );
-    let mut child = aegis().args(["run", "--config"]).arg(&cfg).spawn().unwrap();
+    let mut child = run(&cfg);
     let wait_for = |want: &dyn Fn(&str) -> bool| {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -363,7 +360,7 @@ fn mqtt_subscribers_see_the_appliance_come_online_publish_and_die() {
     assert_eq!(event["after"]["stream"], "plaza");
     wait_for(&|l| l.starts_with("shop/plaza/person "));
     // Killed without a goodbye: the broker publishes the last will.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     wait_for(&|l| l == "shop/available offline");
 }

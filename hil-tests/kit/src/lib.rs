@@ -1,6 +1,10 @@
 //! Helpers the tests share for the real components they start on loopback: free ports,
-//! processes that die with the test, and a mosquitto broker with a `mosquitto_sub` client.
-//! A dev-dependency only.
+//! processes that die with the test, a mosquitto broker with a `mosquitto_sub` client, and
+//! headless Chromium. A dev-dependency only.
+
+mod browser;
+
+pub use browser::Browser;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
