@@ -212,11 +212,14 @@ fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         );
     }
     let mqtt = match config.mqtt.clone() {
-        Some(m) => Some(aegis_mqtt::start(
-            m,
-            &appliance.feed(),
-            appliance.shutdown_handle(),
-        )?),
+        Some(m) => {
+            let feeds = aegis_mqtt::Feeds {
+                events: appliance.feed().subscribe(),
+                occupancy: appliance.occupancy().subscribe(),
+                store: appliance.store.clone(),
+            };
+            Some(aegis_mqtt::start(m, feeds, appliance.shutdown_handle())?)
+        }
         None => None,
     };
     let settings = Arc::new(aegis_pipeline::Settings::new(path, appliance.clone()));

@@ -336,11 +336,16 @@ fn mqtt_subscribers_see_the_appliance_come_online_publish_and_die() {
     let (port, mqtt_port) = (free_port(), free_port());
     let _broker = aegis_testkit::mosquitto(dir.path(), mqtt_port);
     let (_sub, rx) = aegis_testkit::mosquitto_sub(mqtt_port, "shop/#");
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "zones: [{name: lawn, camera: plaza, points: [[0, 0], [1, 0], [1, 1], [0, 1]]}]\n",
+    )
+    .unwrap();
     let cfg = run_config(
         dir.path(),
         port,
         ", realtime: false",
-        &format!("mqtt: {{host: 127.0.0.1, port: {mqtt_port}, prefix: shop}}\n"),
+        &format!("mqtt: {{host: 127.0.0.1, port: {mqtt_port}, prefix: shop}}\nrules: rules.yaml\n"),
     );
     let mut child = run(&cfg);
     let wait_for = |want: &dyn Fn(&str) -> bool| {
@@ -359,6 +364,10 @@ fn mqtt_subscribers_see_the_appliance_come_online_publish_and_die() {
         serde_json::from_str(event.strip_prefix("shop/events ").unwrap()).unwrap();
     assert_eq!(event["after"]["stream"], "plaza");
     wait_for(&|l| l.starts_with("shop/plaza/person "));
+    // Zone occupancy, and the new object's snapshot (a JPEG; the MQTT crate's tests compare
+    // its bytes).
+    wait_for(&|l| l.starts_with("shop/lawn/person "));
+    wait_for(&|l| l.starts_with("shop/plaza/person/snapshot "));
     // Killed without a goodbye: the broker publishes the last will.
     child.0.kill().unwrap();
     child.0.wait().unwrap();

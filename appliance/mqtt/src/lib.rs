@@ -2,6 +2,9 @@
 //! - `<prefix>/available`: `online`, or `offline` (retained; also the broker's last will);
 //! - `<prefix>/events`: `{"type": "new"|"update"|"end"|"rule", "before": …, "after": …}`;
 //! - `<prefix>/<camera>/<label>`: how many such objects are in view (retained);
+//! - `<prefix>/<zone>/<label>`: how many stand in the zone (retained; zones share the level
+//!   below the prefix with cameras, as in Frigate, so their names should differ);
+//! - `<prefix>/<camera>/<label>/snapshot`: the JPEG of the latest new object (retained);
 //! - `<discovery>/sensor/<client_id>/<camera>_<label>/config`: a Home Assistant discovery
 //!   message (retained) for each of those counts, the first time it is published.
 //!
@@ -13,6 +16,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use aegis_domain::BlobUrn;
+use aegis_pipeline::ZoneCount;
+use aegis_store::Store;
 
 use aegis_base::{Backoff, Shutdown};
 pub use aegis_config::MqttConfig;
@@ -31,14 +38,27 @@ pub struct MqttStatus {
     pub dropped: AtomicU64,
 }
 
+/// What the publisher reads: the appliance's feeds, and the store snapshots are read from.
+pub struct Feeds {
+    pub events: broadcast::Receiver<LiveEvent>,
+    pub occupancy: broadcast::Receiver<ZoneCount>,
+    pub store: Arc<Store>,
+}
+
+/// The largest message sent or received; a larger snapshot is dropped (counted), never sent,
+/// since a packet the client refuses would break the connection each time it is retried.
+const MAX_PACKET: usize = 16 << 20;
+
+/// How long a snapshot may take to land after its event before it is not published.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
+
 /// Starts the publisher thread; it stops when `shutdown` is triggered (publishing `offline`).
 pub fn start(
     config: MqttConfig,
-    feed: &broadcast::Sender<LiveEvent>,
+    feeds: Feeds,
     shutdown: Shutdown,
 ) -> std::io::Result<(Arc<MqttStatus>, std::thread::JoinHandle<()>)> {
     let status = Arc::new(MqttStatus::default());
-    let rx = feed.subscribe();
     let s = status.clone();
     let thread = std::thread::Builder::new()
         .name("mqtt".into())
@@ -47,7 +67,11 @@ pub fn start(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime");
-            runtime.block_on(Publisher::new(config, s).run(rx, shutdown));
+            runtime.block_on(Publisher::new(config, s, feeds.store).run(
+                feeds.events,
+                feeds.occupancy,
+                shutdown,
+            ));
         })?;
     Ok((status, thread))
 }
@@ -55,6 +79,7 @@ pub fn start(
 struct Publisher {
     config: MqttConfig,
     status: Arc<MqttStatus>,
+    store: Arc<Store>,
     /// The last message about each object, the `before` of the next.
     last: HashMap<(String, u64), Value>,
     /// Objects in view per camera and label.
@@ -62,10 +87,11 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(config: MqttConfig, status: Arc<MqttStatus>) -> Self {
+    fn new(config: MqttConfig, status: Arc<MqttStatus>, store: Arc<Store>) -> Self {
         Self {
             config,
             status,
+            store,
             last: HashMap::new(),
             in_view: HashMap::new(),
         }
@@ -75,11 +101,18 @@ impl Publisher {
         format!("{}/{rest}", self.config.prefix)
     }
 
-    async fn run(mut self, mut rx: broadcast::Receiver<LiveEvent>, shutdown: Shutdown) {
+    async fn run(
+        mut self,
+        mut rx: broadcast::Receiver<LiveEvent>,
+        mut occupancy: broadcast::Receiver<ZoneCount>,
+        shutdown: Shutdown,
+    ) {
         let available = self.topic("available");
         let mut options =
             MqttOptions::new(&self.config.client_id, &self.config.host, self.config.port);
         options.set_keep_alive(Duration::from_secs(10));
+        // Snapshots are tens or hundreds of kilobytes; rumqttc's default limit is 10 KiB.
+        options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         options.set_last_will(LastWill::new(&available, "offline", QoS::AtLeastOnce, true));
         if let (Some(user), Some(pass)) = (&self.config.username, &self.config.password) {
             options.set_credentials(user, pass);
@@ -119,6 +152,16 @@ impl Publisher {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+                received = occupancy.recv() => match received {
+                    Ok(z) => {
+                        let topic = self.topic(&format!("{}/{}", z.zone, z.label));
+                        self.publish(&client, &topic, true, z.count.to_string());
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        self.status.dropped.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
             }
         }
         // Say goodbye while the connection is there; a dead one leaves it to the last will.
@@ -148,6 +191,24 @@ impl Publisher {
             EventKind::End => Some(false),
             EventKind::Update | EventKind::Rule => None,
         };
+        if let (EventKind::New, Some(urn)) = (e.kind, &e.snapshot) {
+            let topic = self.topic(&format!("{}/{}/snapshot", e.stream, e.label));
+            let (client, status, store, urn) = (
+                client.clone(),
+                self.status.clone(),
+                self.store.clone(),
+                urn.clone(),
+            );
+            tokio::spawn(async move {
+                match landed_snapshot(store, urn).await {
+                    Some(jpeg) if jpeg.len() < MAX_PACKET - 1024 => {
+                        publish(&client, &status, &topic, true, jpeg)
+                    }
+                    Some(_) => _ = status.dropped.fetch_add(1, Ordering::Relaxed),
+                    None => {}
+                }
+            });
+        }
         if let Some(entered) = counted {
             let key = (e.stream.clone(), e.label.clone());
             if !self.in_view.contains_key(&key) {
@@ -183,11 +244,31 @@ impl Publisher {
         self.publish(client, &topic, true, config.to_string());
     }
 
-    /// Queues a message; a full queue (broker away too long) drops it, counted.
     fn publish(&self, client: &AsyncClient, topic: &str, retain: bool, payload: String) {
-        match client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
-            Ok(()) => self.status.published.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.status.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+        publish(client, &self.status, topic, retain, payload.into_bytes());
+    }
+}
+
+/// Queues a message; a full queue (broker away too long) drops it, counted.
+fn publish(client: &AsyncClient, status: &MqttStatus, topic: &str, retain: bool, payload: Vec<u8>) {
+    match client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
+        Ok(()) => status.published.fetch_add(1, Ordering::Relaxed),
+        Err(_) => status.dropped.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+/// A snapshot's bytes once it has landed (it is stored just after its event), or `None` if it
+/// does not within `SNAPSHOT_WAIT` (it was lost, and counted, by the appliance).
+async fn landed_snapshot(store: Arc<Store>, urn: BlobUrn) -> Option<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
+    loop {
+        let (s, u) = (store.clone(), urn.clone());
+        if let Ok(Ok(Some(blob))) = tokio::task::spawn_blocking(move || s.blob(&u)).await {
+            return tokio::fs::read(&blob.path).await.ok();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -7,11 +7,39 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use aegis_base::Shutdown;
+use aegis_domain::BlobUrn;
 use aegis_domain::{BBox, Event, EventKind};
-use aegis_mqtt::MqttConfig;
-use aegis_pipeline::LiveEvent;
-use aegis_store::StoredEvent;
+use aegis_mqtt::{Feeds, MqttConfig};
+use aegis_pipeline::{LiveEvent, ZoneCount};
+use aegis_store::{Store, StoredEvent};
 use aegis_testkit::{free_port, mosquitto, mosquitto_sub};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// The appliance's side of the publisher: its feeds and a store in `dir`.
+struct Appliance {
+    events: broadcast::Sender<LiveEvent>,
+    occupancy: broadcast::Sender<ZoneCount>,
+    store: Arc<Store>,
+}
+
+impl Appliance {
+    fn new(dir: &std::path::Path) -> Self {
+        Self {
+            events: broadcast::channel(256).0,
+            occupancy: broadcast::channel(64).0,
+            store: Arc::new(Store::open(&dir.join("store")).unwrap()),
+        }
+    }
+
+    fn feeds(&self) -> Feeds {
+        Feeds {
+            events: self.events.subscribe(),
+            occupancy: self.occupancy.subscribe(),
+            store: self.store.clone(),
+        }
+    }
+}
 
 fn config(port: u16, queue: usize) -> MqttConfig {
     serde_json::from_value(serde_json::json!({"host": "127.0.0.1", "port": port, "queue": queue}))
@@ -68,18 +96,40 @@ fn events_counts_and_availability_reach_a_subscriber() {
     let _broker = mosquitto(dir.path(), port);
     let (_sub, lines) = mosquitto_sub(port, "aegis/#");
     let (_ha, discovery) = mosquitto_sub(port, "homeassistant/#");
-    let (feed, _) = tokio::sync::broadcast::channel(64);
+    let appliance = Appliance::new(dir.path());
+    let feed = &appliance.events;
     let shutdown = Shutdown::new();
-    let (status, thread) = aegis_mqtt::start(config(port, 100), &feed, shutdown.clone()).unwrap();
+    let (status, thread) =
+        aegis_mqtt::start(config(port, 100), appliance.feeds(), shutdown.clone()).unwrap();
     until(&lines, "aegis/available online");
 
-    feed.send(live(1, EventKind::New, 1)).unwrap();
+    // The first object's snapshot is in the store: it is published, retained, as it is.
+    let urn = BlobUrn::new(uuid::Uuid::now_v7());
+    let jpeg = b"\xFF\xD8 not really a JPEG \xFF\xD9".to_vec();
+    let blob = appliance
+        .store
+        .stage_blob(urn.clone(), &jpeg, "image/jpeg")
+        .unwrap();
+    appliance.store.attach_blobs(&[blob], 1000).unwrap();
+    let mut first = live(1, EventKind::New, 1);
+    first.stored.event.snapshot = Some(urn);
+    feed.send(first).unwrap();
     feed.send(live(2, EventKind::New, 2)).unwrap();
     feed.send(live(3, EventKind::Update, 1)).unwrap();
+    appliance
+        .occupancy
+        .send(ZoneCount {
+            camera: "plaza".into(),
+            zone: "porch".into(),
+            label: "person".into(),
+            count: 2,
+        })
+        .unwrap();
     feed.send(live(4, EventKind::End, 1)).unwrap();
     let is_count = |l: &String| l.starts_with("aegis/plaza/person ");
     let got = collect(&lines, |got| {
         got.iter().filter(|l| is_count(l)).count() == 3
+            && got.iter().any(|l| l == "aegis/porch/person 2")
     });
     let counts: Vec<_> = got.iter().filter(|l| is_count(l)).collect();
     assert_eq!(
@@ -104,6 +154,20 @@ fn events_counts_and_availability_reach_a_subscriber() {
     assert_eq!(events[3]["type"], "end");
     assert_eq!(events[3]["before"]["seq"], 3);
 
+    let snapshot = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "aegis/plaza/person/snapshot",
+        ])
+        .args(["-C", "1", "-N", "-W", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(snapshot.stdout, jpeg, "the retained snapshot");
+
     // Home Assistant learns about the count sensor once, retained.
     let announced = collect(&discovery, |got| !got.is_empty());
     let (topic, config) = announced[0].split_once(' ').unwrap();
@@ -122,9 +186,11 @@ fn events_counts_and_availability_reach_a_subscriber() {
 fn with_the_broker_down_events_are_dropped_and_counted_and_it_connects_when_it_comes() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (feed, _) = tokio::sync::broadcast::channel(256);
+    let appliance = Appliance::new(dir.path());
+    let feed = &appliance.events;
     let shutdown = Shutdown::new();
-    let (status, thread) = aegis_mqtt::start(config(port, 10), &feed, shutdown.clone()).unwrap();
+    let (status, thread) =
+        aegis_mqtt::start(config(port, 10), appliance.feeds(), shutdown.clone()).unwrap();
     for seq in 0..100 {
         feed.send(live(seq, EventKind::New, seq as u64)).unwrap();
     }

@@ -10,6 +10,7 @@ mod rules;
 mod settings;
 mod snapshot;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -70,6 +71,7 @@ pub struct LiveEvent {
 pub struct Appliance {
     pub store: Arc<Store>,
     events: broadcast::Sender<LiveEvent>,
+    occupancy: broadcast::Sender<ZoneCount>,
     shutdown: Shutdown,
     rules: Arc<LiveRules>,
     /// The model's classes: rules may name only these.
@@ -149,6 +151,7 @@ impl Appliance {
         let appliance = Appliance {
             store,
             events,
+            occupancy: broadcast::channel(1024).0,
             shutdown: Shutdown::new(),
             rules: Arc::default(),
             labels,
@@ -255,7 +258,10 @@ impl Appliance {
                 live: self.rules.clone(),
                 version: u64::MAX,
                 engine: None,
+                zones: Vec::new(),
+                counts: BTreeMap::new(),
             },
+            occupancy: self.occupancy.clone(),
             live: live.clone(),
             snapshots,
             paced,
@@ -378,6 +384,11 @@ impl Appliance {
         self.events.clone()
     }
 
+    /// Zone occupancy as it changes (for MQTT): `subscribe()` to it.
+    pub fn occupancy(&self) -> broadcast::Sender<ZoneCount> {
+        self.occupancy.clone()
+    }
+
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
     }
@@ -484,6 +495,7 @@ struct CameraWorker {
     lifecycle: Lifecycle,
     /// Rule events join the object events of the same frame.
     rules: CameraRules,
+    occupancy: broadcast::Sender<ZoneCount>,
     live: Arc<LiveView>,
     snapshots: SyncSender<SnapshotJob>,
     /// Frames come at the source's pace: snapshots are dropped rather than waited for.
@@ -493,25 +505,72 @@ struct CameraWorker {
     status: Arc<StreamStatus>,
 }
 
-/// A camera's rules engine, rebuilt when the rules in force change.
+/// A camera's rules engine and zones, rebuilt when the rules in force change.
 struct CameraRules {
     live: Arc<LiveRules>,
     version: u64,
     engine: Option<aegis_rules::Engine>,
+    /// This camera's zones, whose occupancy is reported.
+    zones: Vec<aegis_rules::ZoneDef>,
+    /// The occupancy last reported, by (zone, label).
+    counts: BTreeMap<(String, String), u32>,
 }
 
 impl CameraRules {
-    /// The engine for the rules in force; `None` when there are none.
-    fn current(&mut self) -> Option<&mut aegis_rules::Engine> {
+    /// Picks up the rules in force if they changed.
+    fn refresh(&mut self, camera: &str) {
         let version = self.live.version.load(Ordering::Acquire);
-        if version != self.version {
-            let rules = self.live.get();
-            self.engine =
-                (!rules.rules.is_empty()).then(|| aegis_rules::Engine::new((*rules).clone()));
-            self.version = version;
+        if version == self.version {
+            return;
         }
-        self.engine.as_mut()
+        let rules = self.live.get();
+        self.engine = (!rules.rules.is_empty()).then(|| aegis_rules::Engine::new((*rules).clone()));
+        self.zones = rules
+            .zones
+            .iter()
+            .filter(|z| z.camera == camera)
+            .cloned()
+            .collect();
+        self.version = version;
     }
+
+    /// Whether frames need to be looked at (rules to run or occupancy to report).
+    fn active(&self) -> bool {
+        self.engine.is_some() || !self.zones.is_empty() || !self.counts.is_empty()
+    }
+
+    /// How zone occupancy changed with this frame (a count that fell to nothing reads 0).
+    fn occupancy_changes(&mut self, frame: &aegis_rules::TrackFrame) -> Vec<ZoneCount> {
+        let now = aegis_rules::zone_occupancy(&self.zones, frame);
+        let count = |(zone, label): &(String, String), count| ZoneCount {
+            camera: frame.stream.clone(),
+            zone: zone.clone(),
+            label: label.clone(),
+            count,
+        };
+        let mut changes: Vec<ZoneCount> = now
+            .iter()
+            .filter(|(k, n)| self.counts.get(*k) != Some(n))
+            .map(|(k, &n)| count(k, n))
+            .collect();
+        changes.extend(
+            self.counts
+                .keys()
+                .filter(|k| !now.contains_key(*k))
+                .map(|k| count(k, 0)),
+        );
+        self.counts = now;
+        changes
+    }
+}
+
+/// How many objects of a label stand in a zone, sent when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneCount {
+    pub camera: String,
+    pub zone: String,
+    pub label: String,
+    pub count: u32,
 }
 
 impl CameraWorker {
@@ -543,11 +602,18 @@ impl CameraWorker {
         let mut pending =
             self.lifecycle
                 .update(&tracks, self.tracker.ended(), frame.wall_ms, frame_size);
-        if let Some(engine) = self.rules.current() {
+        self.rules.refresh(self.status.name());
+        if self.rules.active() {
             let input =
                 rules::track_frame(self.status.name(), &frame, &tracks, self.tracker.ended());
-            for hit in engine.update(&input) {
-                pending.push(rules::pending(hit, &tracks, frame_size));
+            if let Some(engine) = &mut self.rules.engine {
+                for hit in engine.update(&input) {
+                    pending.push(rules::pending(hit, &tracks, frame_size));
+                }
+            }
+            for change in self.rules.occupancy_changes(&input) {
+                // No subscribers is fine: occupancy is only reported, never stored.
+                let _ = self.occupancy.send(change);
             }
         }
         if pending.is_empty() {

@@ -478,6 +478,24 @@ fn cooled(rule: &RuleDef, o: &mut ObjectState, t_ms: i64) -> bool {
     true
 }
 
+/// How many objects of each label stand in each of `zones` drawn on the frame's stream (by
+/// the bottom-centre of their boxes), keyed by (zone, label). Zones of other streams are
+/// skipped; an empty zone has no entries.
+pub fn zone_occupancy(zones: &[ZoneDef], frame: &TrackFrame) -> BTreeMap<(String, String), u32> {
+    let mut counts = BTreeMap::new();
+    for zone in zones.iter().filter(|z| z.camera == frame.stream) {
+        for t in &frame.tracks {
+            let at = anchor(Anchor::BottomCenter, t.bbox, frame.frame);
+            if geometry::contains(&zone.points, at) {
+                *counts
+                    .entry((zone.name.clone(), t.label.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
 /// The object's position, normalised to 0..1.
 fn anchor(anchor: Anchor, b: [f32; 4], frame: [u32; 2]) -> Point {
     let (w, h) = (f64::from(frame[0].max(1)), f64::from(frame[1].max(1)));

@@ -6,5 +6,5 @@ mod engine;
 mod geometry;
 
 pub use config::{Anchor, Direction, Kind, LineDef, RuleDef, RuleSet, RulesError, ZoneDef};
-pub use engine::{Crossed, Engine, Object, RuleEvent, TrackFrame, TrackIn, What};
+pub use engine::{zone_occupancy, Crossed, Engine, Object, RuleEvent, TrackFrame, TrackIn, What};
 pub use geometry::Point;

@@ -391,3 +391,28 @@ rules:
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[test]
+fn zone_occupancy_counts_each_label_standing_in_each_zone_of_the_stream() {
+    let set = RuleSet::parse(
+        "zones:\n  - {name: porch, camera: door, points: [[0.4, 0.4], [0.6, 0.4], [0.6, 0.6], [0.4, 0.6]]}\n  - {name: yard, camera: door, points: [[0, 0], [1, 0], [1, 1], [0, 1]]}\n  - {name: gate, camera: back, points: [[0, 0], [1, 0], [1, 1], [0, 1]]}\n",
+        None,
+    )
+    .unwrap();
+    let tracks = vec![
+        at(1, "person", 0.9, 0.5, 0.5),
+        at(2, "person", 0.9, 0.55, 0.45),
+        at(3, "dog", 0.9, 0.5, 0.5),
+        at(4, "person", 0.9, 0.9, 0.9),
+    ];
+    let counts = aegis_rules::zone_occupancy(&set.zones, &frame("door", 0, tracks, vec![]));
+    let key = |z: &str, l: &str| (z.to_owned(), l.to_owned());
+    assert_eq!(counts.get(&key("porch", "person")), Some(&2));
+    assert_eq!(counts.get(&key("porch", "dog")), Some(&1));
+    assert_eq!(counts.get(&key("yard", "person")), Some(&3));
+    assert!(
+        !counts.keys().any(|(z, _)| z == "gate"),
+        "another stream's zone"
+    );
+    assert_eq!(counts.len(), 4);
+}

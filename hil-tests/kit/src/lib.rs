@@ -78,8 +78,15 @@ pub fn mosquitto_sub(port: u16, topic: &str) -> (KillOnDrop, Receiver<String>) {
     let out = child.stdout.take().unwrap();
     let (tx, rx) = channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+        // Payloads may be binary (snapshots): lines are read as bytes and shown lossily.
+        let mut reader = BufReader::new(out);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches('\n')
+                .to_owned();
+            let _ = tx.send(text);
+            line.clear();
         }
     });
     // Let it subscribe before anything is published.
