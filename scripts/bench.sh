@@ -4,10 +4,16 @@
 #   detector   `aegis bench detector` (ort, tract) vs onnxruntime's Python API, same model,
 #              same image, same thread count
 #   pipeline   `aegis bench pipeline` on the demo clip: glass-to-event latency and memory
+#   mqtt       what rules and MQTT add to glass-to-event: the demo without rules, and with its
+#              rules and MQTT publishing to a local mosquitto, alternating; and glass-to-subscriber
+#              latency of the MQTT events (mosquitto_sub's receipt time minus the frame's read time)
+#   ui         the web UI's page weight and time to first paint in headless Chromium, against
+#              the appliance on the demo clip
 #   capacity   1, 2, 3… 720p30 RTSP cameras at 5 detect-fps until one is no longer held in
 #              real time (opt-in: it takes several minutes)
 # Run it on an otherwise idle machine; never while something is building.
-# Usage: bash scripts/bench.sh [decode|detector|pipeline|capacity]...   (default: the first three)
+# Usage: bash scripts/bench.sh [decode|detector|pipeline|mqtt|ui|capacity]...
+#        (default: all but capacity)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORT_LIB=$(bash scripts/setup.sh | tail -n 1)
@@ -18,6 +24,7 @@ VENV="$CACHE/bench-venv"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check onnxruntime==1.31.1 numpy==2.4.6
 cargo build -q --release --locked -p aegis --features tract
+cargo build -q --release --locked -p aegis-testkit --bin ui-bench
 AEGIS="$CARGO_TARGET_DIR/release/aegis"
 CLIP=hil-tests/fixtures/vtest_h264.mp4
 WORK=$(mktemp -d)
@@ -63,6 +70,67 @@ bench_pipeline() {
   "$AEGIS" bench pipeline --config "$WORK/bench.yaml" --seconds 80
 }
 
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+bench_mqtt() {
+  local mport broker sub
+  mport=$(free_port)
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mport" > "$WORK/mosquitto.conf"
+  mosquitto -c "$WORK/mosquitto.conf" >/dev/null 2>&1 &
+  broker=$!
+  sleep 0.5
+  for round in 1 2; do
+    for variant in plain rules_mqtt; do
+      local cfg="$WORK/$variant-$round.yaml"
+      sed -e "s#\.\./data#$WORK/data-$variant-$round#" -e "s#\.\./#$PWD/#g" \
+        -e "s#^rules: #rules: $PWD/config/#" config/demo.yaml > "$cfg"
+      if [ "$variant" = plain ]; then
+        sed -i '/^rules: /d' "$cfg"
+      else
+        echo "mqtt: {host: 127.0.0.1, port: $mport, client_id: bench-$round}" >> "$cfg"
+        mosquitto_sub -h 127.0.0.1 -p "$mport" -t aegis/events -F '%U %p' > "$WORK/sub-$round.txt" &
+        sub=$!
+      fi
+      "$AEGIS" bench pipeline --config "$cfg" --seconds 60 2>/dev/null > "$WORK/report.json"
+      [ "$variant" = plain ] || { sleep 1; kill "$sub"; }
+      python3 - "$round" "$variant" "$WORK/report.json" "$WORK/sub-$round.txt" <<'PY'
+import json, sys
+rnd, variant, report, sub = sys.argv[1:5]
+r = json.load(open(report))
+out = {"round": int(rnd), "variant": variant, "events": r["events"],
+       "glass_to_event_ms": r["glass_to_event_ms"], "mqtt_dropped": r["mqtt_dropped"]}
+if variant != "plain":
+    lat = []
+    for line in open(sub):
+        received, payload = line.split(" ", 1)
+        lat.append(float(received) * 1e3 - json.loads(payload)["after"]["at_ms"])
+    lat.sort()
+    q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2)
+    out["glass_to_mqtt_subscriber_ms"] = {"messages": len(lat), "p50": q(0.5), "p95": q(0.95), "p99": q(0.99)}
+print(json.dumps(out))
+PY
+    done
+  done
+  kill "$broker"
+}
+
+bench_ui() {
+  local port
+  port=$(free_port)
+  sed -e "s#\.\./data#$WORK/ui-data#" -e "s#\.\./#$PWD/#g" -e "s#^rules: #rules: $PWD/config/#" \
+    -e "s#listen: .*#listen: 127.0.0.1:$port#" config/demo.yaml > "$WORK/ui.yaml"
+  "$AEGIS" run --config "$WORK/ui.yaml" 2>/dev/null &
+  local pid=$!
+  until python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/api/health')" 2>/dev/null; do
+    sleep 0.2
+  done
+  sleep 3 # let the camera come online
+  "$CARGO_TARGET_DIR/release/ui-bench" "http://127.0.0.1:$port" "$WORK/ui-data/initial-admin-password" 10
+  kill "$pid"; wait "$pid" || true
+}
+
 bench_capacity() {
   # The cameras: the demo clip scaled to 1280x720 and converted to 30 fps, 150 s, encoded once
   # and then sent as it is by gst-rtsp-server (no encoding while we measure).
@@ -74,7 +142,7 @@ bench_capacity() {
     mv "$clip720.tmp.mp4" "$clip720"
   fi
   local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   coproc SERVER { exec /usr/bin/python3 hil-tests/rtsp_server.py "$port" "$clip720"; }
   read -r ready <&"${SERVER[0]}"
   [ "$ready" = READY ] || { echo "RTSP server did not start" >&2; return 1; }
@@ -103,6 +171,6 @@ print(json.dumps({"cameras": len(s), "held": held, "cpu_cores_used": r["cpu_core
   kill "$SERVER_PID"
 }
 
-for what in "${@:-decode detector pipeline}"; do
+for what in "${@:-decode detector pipeline mqtt ui}"; do
   for w in $what; do "bench_$w"; done
 done

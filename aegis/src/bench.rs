@@ -65,6 +65,8 @@ pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
         &aegis_detect::default_ort_library(),
         Arc::new(aegis_base::SystemClock),
     )?;
+    // With an `mqtt` section, the publisher runs too: its cost shows in the figures.
+    let mqtt = crate::edge::start_mqtt(config, &appliance)?;
     let mut feed = appliance.feed().subscribe();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -95,9 +97,15 @@ pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
     let memory = memory_mb();
     let cores_used =
         (aegis_base::proc::process_cpu_seconds() - cpu_start) / started.elapsed().as_secs_f64();
+    appliance.shutdown_handle().trigger();
+    let mqtt_dropped = mqtt.map(|(status, thread)| {
+        let _ = thread.join();
+        status.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    });
     appliance.stop();
     Ok(json!({
         "events": total.len(),
+        "mqtt_dropped": mqtt_dropped,
         "seconds": duration.as_secs(),
         "glass_to_event_ms": percentiles(&mut total),
         "pipeline_share_ms": percentiles(&mut own),

@@ -199,6 +199,22 @@ fn replay(config: &Path, tracks: &Path, model: Option<&Path>) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// The MQTT publisher, when the config has an `mqtt` section; it stops with the appliance.
+pub(crate) fn start_mqtt(
+    config: &Config,
+    appliance: &aegis_pipeline::Appliance,
+) -> std::io::Result<Option<(Arc<aegis_mqtt::MqttStatus>, std::thread::JoinHandle<()>)>> {
+    let Some(m) = config.mqtt.clone() else {
+        return Ok(None);
+    };
+    let feeds = aegis_mqtt::Feeds {
+        events: appliance.feed().subscribe(),
+        occupancy: appliance.occupancy().subscribe(),
+        store: appliance.store.clone(),
+    };
+    aegis_mqtt::start(m, feeds, appliance.shutdown_handle()).map(Some)
+}
+
 fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let appliance = Arc::new(aegis_pipeline::Appliance::start(
         &config,
@@ -211,17 +227,7 @@ fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
             "first start: created the user `admin`; its password is in this file until it is changed"
         );
     }
-    let mqtt = match config.mqtt.clone() {
-        Some(m) => {
-            let feeds = aegis_mqtt::Feeds {
-                events: appliance.feed().subscribe(),
-                occupancy: appliance.occupancy().subscribe(),
-                store: appliance.store.clone(),
-            };
-            Some(aegis_mqtt::start(m, feeds, appliance.shutdown_handle())?)
-        }
-        None => None,
-    };
+    let mqtt = start_mqtt(&config, &appliance)?;
     let settings = Arc::new(aegis_pipeline::Settings::new(path, appliance.clone()));
     let state = aegis_web::WebState::new(
         appliance.clone(),
