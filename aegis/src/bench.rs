@@ -24,6 +24,10 @@ pub enum Bench {
         config: PathBuf,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Also write each event's id and when it was committed (Unix ms) as JSON lines, to
+        /// pair with what a subscriber saw (`scripts/bench.sh mqtt`).
+        #[arg(long)]
+        events_out: Option<PathBuf>,
     },
     /// One detector on one image, many times: latency of preprocess + inference + decode + NMS.
     Detector(DetectorArgs),
@@ -59,7 +63,14 @@ enum BackendArg {
     Tract,
 }
 
-pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
+pub fn pipeline(
+    config: &Config,
+    duration: Duration,
+    events_out: Option<&std::path::Path>,
+) -> anyhow::Result<Value> {
+    let mut events_out = events_out
+        .map(|p| std::fs::File::create(p).map(std::io::BufWriter::new))
+        .transpose()?;
     let appliance = aegis_pipeline::Appliance::start(
         config,
         &aegis_detect::default_ort_library(),
@@ -79,6 +90,11 @@ pub fn pipeline(config: &Config, duration: Duration) -> anyhow::Result<Value> {
         match runtime.block_on(async { tokio::time::timeout(left, feed.recv()).await }) {
             Ok(Ok(e)) => {
                 let glass = e.read_at.elapsed().as_secs_f64() * 1e3;
+                if let Some(out) = &mut events_out {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+                    let line = json!({"id": e.stored.event.id, "committed_unix_ms": now.as_secs_f64() * 1e3});
+                    std::io::Write::write_all(out, format!("{line}\n").as_bytes())?;
+                }
                 let inf = e.inference.as_secs_f64() * 1e3;
                 let dec = e.decode.as_secs_f64() * 1e3;
                 total.push(glass);

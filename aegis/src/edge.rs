@@ -144,8 +144,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { what } => {
             let report = match what {
-                bench::Bench::Pipeline { config, seconds } => match load_config(&config) {
-                    Ok(config) => bench::pipeline(&config, Duration::from_secs(seconds))?,
+                bench::Bench::Pipeline {
+                    config,
+                    seconds,
+                    events_out,
+                } => match load_config(&config) {
+                    Ok(config) => bench::pipeline(
+                        &config,
+                        Duration::from_secs(seconds),
+                        events_out.as_deref(),
+                    )?,
                     Err(code) => return Ok(code),
                 },
                 bench::Bench::Detector(args) => bench::detector(&args)?,

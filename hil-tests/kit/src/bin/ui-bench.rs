@@ -21,6 +21,7 @@ const MEASURE: &str = "new Promise(done => setTimeout(() => {
     dom_content_loaded_ms: nav.domContentLoadedEventEnd,
     load_ms: nav.loadEventEnd,
     requests_3s: res.length,
+    live_frames_3s: res.filter(r => r.name.includes('/frame.jpg')).length,
     transfer_bytes_3s: nav.transferSize + res.reduce((n, r) => n + r.transferSize, 0),
   });
 }, 3000))";
@@ -36,7 +37,9 @@ fn main() {
         eprintln!("usage: ui-bench URL PASSWORD_FILE [RUNS]");
         std::process::exit(64);
     };
-    let runs: usize = args.get(3).map_or(10, |r| r.parse().expect("RUNS is a number"));
+    let runs: usize = args
+        .get(3)
+        .map_or(10, |r| r.parse().expect("RUNS is a number"));
     let password = std::fs::read_to_string(password_file).expect("the password file");
     let mut b = Browser::launch();
     b.goto(&format!("{base}/login"));
@@ -64,6 +67,7 @@ fn main() {
         "dom_content_loaded_ms": stat("dom_content_loaded_ms"),
         "load_ms": stat("load_ms"),
         "requests_first_3s": stat("requests_3s"),
+        "live_frames_first_3s": stat("live_frames_3s"),
         "transfer_bytes_first_3s": stat("transfer_bytes_3s"),
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
