@@ -57,8 +57,8 @@ fn stop_on_signal(shutdown: Shutdown) -> std::io::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
-        tracing::info!("shutting down");
         shutdown.trigger();
+        tracing::info!("shutting down");
     });
     Ok(())
 }

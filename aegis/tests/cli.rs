@@ -110,6 +110,26 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     assert!(dir.path().join("data/aegis.db").exists());
 }
 
+/// Run as `aegis run … 2>&1 | head`: once the reader is gone, log lines fail to write. That
+/// must not stop SIGTERM from stopping it (it once did: the failure report panicked).
+#[test]
+fn sigterm_stops_it_even_when_its_log_pipe_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = run_config(dir.path(), port, "", "");
+    let mut child = common::KillOnDrop(
+        aegis()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(port);
+    drop(child.0.stderr.take());
+    stop(child);
+}
+
 #[test]
 fn track_reads_mot_detections_and_writes_mot_tracks() {
     let dir = tempfile::tempdir().unwrap();
