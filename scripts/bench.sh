@@ -5,7 +5,7 @@
 #              same image, same thread count
 #   pipeline   `aegis bench pipeline` on the demo clip: glass-to-event latency and memory
 #   mqtt       what rules and MQTT add: the demo without rules, and with its rules and MQTT
-#              publishing to a local mosquitto, alternating; the pipeline's share of
+#              publishing to a local mosquitto (ONNX Runtime spinning on, then off), alternating; the pipeline's share of
 #              glass-to-event in each, and each MQTT event's time from its commit to
 #              mosquitto_sub's receipt
 #   ui         the web UI's page weight and time to first paint in headless Chromium, against
@@ -83,7 +83,7 @@ bench_mqtt() {
   broker=$!
   sleep 0.5
   for round in 1 2; do
-    for variant in plain rules_mqtt; do
+    for variant in plain rules_mqtt rules_mqtt_nospin; do
       local cfg="$WORK/$variant-$round.yaml"
       sed -e "s#\.\./data#$WORK/data-$variant-$round#" -e "s#\.\./#$PWD/#g" \
         -e "s#^rules: #rules: $PWD/config/#" config/demo.yaml > "$cfg"
@@ -91,6 +91,7 @@ bench_mqtt() {
         sed -i '/^rules: /d' "$cfg"
       else
         echo "mqtt: {host: 127.0.0.1, port: $mport, client_id: bench-$round}" >> "$cfg"
+        [ "$variant" = rules_mqtt ] || sed -i 's/^detector: {/detector: {spin: false, /; s/^detector:$/detector:\n  spin: false/' "$cfg"
         mosquitto_sub -h 127.0.0.1 -p "$mport" -t aegis/events -F '%U %p' > "$WORK/sub-$round.txt" &
         sub=$!
       fi
@@ -104,6 +105,7 @@ r = json.load(open(report))
 out = {"round": int(rnd), "variant": variant, "events": r["events"],
        "glass_to_event_ms": r["glass_to_event_ms"],
        "pipeline_share_after_decode_ms": r["pipeline_share_after_decode_ms"],
+       "inference_ms": r["inference_ms"],
        "mqtt_dropped": r["mqtt_dropped"]}
 if variant != "plain":
     # Each event: from its commit (seen by the bench on the live feed) to mosquitto_sub's receipt.

@@ -142,7 +142,7 @@ pub fn detector(args: &DetectorArgs) -> anyhow::Result<Value> {
     let mut detector = ObjectDetector::load(
         &args.model,
         kind,
-        args.threads,
+        aegis_detect::Threads::new(args.threads),
         &aegis_detect::default_ort_library(),
         |m| PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5),
     )?;

@@ -90,6 +90,11 @@ pub struct DetectorConfig {
     pub model: PathBuf,
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// ONNX Runtime's threads spin between frames, waiting for the next one: inference is
+    /// faster, but they hold the cores for a moment after each frame, which delays other work
+    /// (MQTT, the web UI) on a small box. Off trades inference time for that (docs/BENCHMARKS.md).
+    #[serde(default = "yes")]
+    pub spin: bool,
     /// Detections below this score are discarded (per-class `scores` override it).
     #[serde(default = "default_min_score")]
     pub min_score: f32,

@@ -26,12 +26,28 @@ pub trait Backend: Send {
     fn run(&mut self, input: &[f32], shape: [usize; 4]) -> Result<Vec<OutputTensor>, DetectError>;
 }
 
+/// How a backend uses the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads {
+    /// Threads for one inference (ONNX Runtime's intra-op pool; tract uses one).
+    pub count: usize,
+    /// Whether ONNX Runtime's pool threads spin, waiting for work, after each run: faster
+    /// inference, but they hold the cores for a moment after every frame.
+    pub spin: bool,
+}
+
+impl Threads {
+    pub fn new(count: usize) -> Self {
+        Self { count, spin: true }
+    }
+}
+
 /// Builds a backend for `model` (ONNX bytes). `ort_library` is the ONNX Runtime shared library.
 pub fn build(
     kind: BackendKind,
     model: &[u8],
     shape: [usize; 4],
-    threads: usize,
+    threads: Threads,
     ort_library: &Path,
 ) -> Result<Box<dyn Backend>, DetectError> {
     match kind {
@@ -65,7 +81,7 @@ mod ort_backend {
     use ort::session::Session;
     use ort::value::TensorRef;
 
-    use super::{Backend, OutputTensor};
+    use super::{Backend, OutputTensor, Threads};
     use crate::DetectError;
 
     /// ONNX Runtime allows one environment per process; it lives for the whole process.
@@ -83,7 +99,7 @@ mod ort_backend {
     impl OrtBackend {
         pub(super) fn new(
             model: &[u8],
-            threads: usize,
+            threads: Threads,
             library: &Path,
         ) -> Result<Self, DetectError> {
             let env = ENVIRONMENT
@@ -100,7 +116,9 @@ mod ort_backend {
                 .map_err(|e| DetectError::Runtime(e.clone()))?;
             let session = Session::builder(env)
                 .map_err(rt)?
-                .with_intra_threads(threads)
+                .with_intra_threads(threads.count)
+                .map_err(rt)?
+                .with_intra_op_spinning(threads.spin)
                 .map_err(rt)?
                 .with_inter_threads(1)
                 .map_err(rt)?

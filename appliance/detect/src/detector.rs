@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use aegis_domain::Detection;
 
-use crate::backend::{self, Backend, BackendKind};
+use crate::backend::{self, Backend, BackendKind, Threads};
 use crate::{decode, nms, DetectError, InputLayout, Manifest};
 
 /// Thresholds and filters applied after decoding, resolved to class indices.
@@ -73,7 +73,7 @@ impl ObjectDetector {
     pub fn load(
         manifest_path: &Path,
         kind: BackendKind,
-        threads: usize,
+        threads: Threads,
         ort_library: &Path,
         post: impl FnOnce(&Manifest) -> Result<PostProcess, DetectError>,
     ) -> Result<Self, DetectError> {

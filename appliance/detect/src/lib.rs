@@ -10,7 +10,7 @@ mod error;
 mod manifest;
 mod nms;
 
-pub use backend::{Backend, BackendKind, OutputTensor};
+pub use backend::{Backend, BackendKind, OutputTensor, Threads};
 pub use decode::{decode, RawDetection};
 pub use detector::{ObjectDetector, PostProcess};
 pub use error::DetectError;

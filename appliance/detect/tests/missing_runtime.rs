@@ -12,7 +12,7 @@ fn a_missing_runtime_library_is_a_clear_error() {
     let err = ObjectDetector::load(
         &manifest,
         BackendKind::Ort,
-        1,
+        aegis_detect::Threads::new(1),
         Path::new("/nonexistent/libonnxruntime.so"),
         |m| PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5),
     )

@@ -4,16 +4,22 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aegis_detect::{default_ort_library, BackendKind, DetectError, ObjectDetector, PostProcess};
+use aegis_detect::{
+    default_ort_library, BackendKind, DetectError, ObjectDetector, PostProcess, Threads,
+};
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
 fn load(manifest: &Path, kind: BackendKind) -> Result<ObjectDetector, DetectError> {
-    ObjectDetector::load(manifest, kind, 2, &default_ort_library(), |m| {
-        PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5)
-    })
+    ObjectDetector::load(
+        manifest,
+        kind,
+        Threads::new(2),
+        &default_ort_library(),
+        |m| PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5),
+    )
 }
 
 /// A copy of a shipped manifest and model in a temp dir, with the manifest text edited.
@@ -84,7 +90,7 @@ fn unknown_labels_in_the_filter_are_refused() {
     let err = ObjectDetector::load(
         &models().join("ssdlite_mbv2_person.yaml"),
         BackendKind::Ort,
-        1,
+        Threads::new(1),
         &default_ort_library(),
         |m| PostProcess::new(m, 0.3, &BTreeMap::new(), Some(&["unicorn".to_owned()]), 0.5),
     )

@@ -452,7 +452,11 @@ fn load_detector(config: &Config, ort_library: &Path) -> Result<ObjectDetector, 
         Backend::Ort => BackendKind::Ort,
         Backend::Tract => BackendKind::Tract,
     };
-    ObjectDetector::load(&d.model, kind, d.threads, ort_library, |m| {
+    let threads = aegis_detect::Threads {
+        count: d.threads,
+        spin: d.spin,
+    };
+    ObjectDetector::load(&d.model, kind, threads, ort_library, |m| {
         PostProcess::new(m, d.min_score, &d.scores, d.labels.as_deref(), d.nms_iou)
     })
 }
