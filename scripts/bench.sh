@@ -17,8 +17,7 @@
 #        (default: all but capacity)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ORT_LIB=$(bash scripts/setup.sh | tail -n 1)
-export AEGIS_ORT_LIB="$ORT_LIB"
+eval "$(bash scripts/setup.sh)"
 CACHE="${AEGIS_CACHE:-$HOME/.cache/aegis}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 VENV="$CACHE/bench-venv"

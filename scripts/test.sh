@@ -3,8 +3,7 @@
 # all crates, both detector backends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ORT_LIB=$(bash scripts/setup.sh | tail -n 1)
-export AEGIS_ORT_LIB="$ORT_LIB"
+eval "$(bash scripts/setup.sh)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aegis/target}"
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check

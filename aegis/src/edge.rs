@@ -9,7 +9,7 @@ use std::time::Duration;
 use aegis_config::{Config, ConfigError};
 use clap::Subcommand;
 
-use crate::bench;
+use crate::{bench, EXIT_CONFIG};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -64,9 +64,6 @@ pub enum RulesCommand {
         model: Option<PathBuf>,
     },
 }
-
-/// Exit status for a bad config or bad arguments (EX_USAGE / EX_DATAERR).
-const EXIT_CONFIG: u8 = 64;
 
 /// Loads a config and the rules file it names; a bad one is reported in full (exit 64).
 /// Labels are checked against the model when the appliance starts.
@@ -223,6 +220,107 @@ pub(crate) fn start_mqtt(
     aegis_mqtt::start(m, feeds, appliance.shutdown_handle()).map(Some)
 }
 
+/// The box's side of the fleet sync: its leaf nats-server, the outbox forwarder and the heartbeat.
+struct EdgeSync {
+    leaf: aegis_sync::NatsServer,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl EdgeSync {
+    /// Starts it when the config has a `sync` section. Call inside a Tokio runtime.
+    async fn start(
+        config: &Config,
+        appliance: &Arc<aegis_pipeline::Appliance>,
+    ) -> anyhow::Result<Option<EdgeSync>> {
+        let Some(sc) = config.sync.clone() else {
+            return Ok(None);
+        };
+        let budget = sc.budget_mb * 1024 * 1024;
+        let spec = aegis_sync::ServerSpec {
+            binary: aegis_sync::default_binary(sc.nats_server.as_deref()),
+            dir: config.storage.dir.join("nats"),
+            listen: sc.listen,
+            role: aegis_sync::Role::Leaf {
+                device: sc.device.clone(),
+                hub: vec![sc.hub.clone()],
+                // Room for the stream's budget plus JetStream's own bookkeeping.
+                max_file_store: budget + 64 * 1024 * 1024,
+            },
+        };
+        let leaf =
+            tokio::task::spawn_blocking(move || aegis_sync::NatsServer::start(spec)).await??;
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(leaf.client_url())
+            .await?;
+        let shutdown = appliance.shutdown_handle();
+        let forward = tokio::spawn(aegis_sync::forward::forward(
+            appliance.store.clone(),
+            async_nats::jetstream::new(client.clone()),
+            aegis_sync::forward::stream_config(&sc.device, budget),
+            appliance.feed().subscribe(),
+            Arc::new(aegis_base::SystemClock),
+            Arc::new(aegis_sync::forward::ForwardStatus::default()),
+            shutdown.clone(),
+        ));
+        let started = std::time::Instant::now();
+        let (a, device) = (appliance.clone(), sc.device.clone());
+        let health = Arc::new(move || health(&a, &device, started));
+        let heartbeat = tokio::spawn(aegis_sync::forward::heartbeat(
+            client,
+            sc.device.clone(),
+            Duration::from_secs_f64(sc.heartbeat_s),
+            health,
+            shutdown,
+        ));
+        tracing::info!(device = %sc.device, hub = %sc.hub, "sync: leaf node running");
+        Ok(Some(EdgeSync {
+            leaf,
+            tasks: vec![forward, heartbeat],
+        }))
+    }
+
+    async fn stop(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let leaf = self.leaf;
+        let _ = tokio::task::spawn_blocking(move || leaf.stop()).await;
+    }
+}
+
+/// The heartbeat's report of this box.
+fn health(
+    appliance: &aegis_pipeline::Appliance,
+    device: &str,
+    started: std::time::Instant,
+) -> aegis_proto::v1::Health {
+    let streams = appliance.streams();
+    let views: Vec<_> = streams.iter().map(|s| s.view()).collect();
+    let store = &appliance.store;
+    aegis_proto::v1::Health {
+        schema: aegis_proto::v1::HEALTH_SCHEMA.into(),
+        device: device.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_s: started.elapsed().as_secs(),
+        streams_total: views.len() as u32,
+        streams_online: views
+            .iter()
+            .filter(|v| v.state == aegis_ingest::StreamState::Online)
+            .count() as u32,
+        fps: views.iter().map(|v| v.fps).sum(),
+        detector_p95_ms: streams
+            .iter()
+            .filter_map(|s| s.detect_latency.snapshot().quantile(0.95))
+            .reduce(f64::max)
+            .map(|s| s * 1e3),
+        disk_free_bytes: store.disk_free().unwrap_or(0),
+        outbox_backlog: store.outbox_backlog().unwrap_or(0),
+        events_dropped_unsynced: store.dropped_unsynced().unwrap_or(0),
+        at_ms: aegis_base::Clock::now_ms(&aegis_base::SystemClock),
+    }
+}
+
 fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let appliance = Arc::new(aegis_pipeline::Appliance::start(
         &config,
@@ -245,9 +343,19 @@ fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let shutdown = appliance.shutdown_handle();
     let result = tokio::runtime::Runtime::new()?.block_on(async {
         let listener = crate::bind(config.http.listen).await?;
-        crate::stop_on_signal(shutdown)?;
-        aegis_web::serve(listener, state).await?;
-        anyhow::Ok(())
+        crate::stop_on_signal(shutdown.clone())?;
+        let sync = EdgeSync::start(&config, &appliance).await;
+        let served = match &sync {
+            Ok(_) => aegis_web::serve(listener, state).await.map_err(Into::into),
+            Err(_) => Ok(()),
+        };
+        shutdown.trigger();
+        match sync {
+            Ok(Some(sync)) => sync.stop().await,
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+        served
     });
     // However the server ended, everything stops; MQTT says `offline` first.
     appliance.shutdown_handle().trigger();

@@ -27,11 +27,11 @@ enum Command {
     #[cfg(feature = "edge")]
     #[command(flatten)]
     Edge(edge::Command),
-    /// Run the fleet core's API.
+    /// Run the fleet core: the NATS hub, event ingest and the API.
     #[cfg(feature = "core")]
     Core {
-        #[arg(long, default_value = "127.0.0.1:8090")]
-        listen: std::net::SocketAddr,
+        #[arg(long, short)]
+        config: std::path::PathBuf,
     },
 }
 
@@ -41,13 +41,16 @@ fn main() -> ExitCode {
         #[cfg(feature = "edge")]
         Command::Edge(command) => edge::run(command),
         #[cfg(feature = "core")]
-        Command::Core { listen } => serve_core(listen).map(|()| ExitCode::SUCCESS),
+        Command::Core { config } => serve_core(&config),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         ExitCode::FAILURE
     })
 }
+
+/// Exit status for a bad config or bad arguments (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
 
 /// Triggers `shutdown` on Ctrl-C or SIGTERM. Call inside a Tokio runtime.
 fn stop_on_signal(shutdown: Shutdown) -> std::io::Result<()> {
@@ -73,12 +76,23 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListe
 }
 
 #[cfg(feature = "core")]
-fn serve_core(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+fn serve_core(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = match aegis_fleet::CoreConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
     tokio::runtime::Runtime::new()?.block_on(async {
-        let listener = bind(listen).await?;
+        let listener = bind(config.listen).await?;
         let shutdown = Shutdown::new();
         stop_on_signal(shutdown.clone())?;
-        aegis_fleet::serve(listener, shutdown).await?;
-        anyhow::Ok(())
+        let core = aegis_fleet::Core::start(&config, shutdown.clone()).await?;
+        let served = aegis_fleet::serve(listener, core.state.clone(), shutdown.clone()).await;
+        shutdown.trigger();
+        core.stop().await;
+        served?;
+        anyhow::Ok(ExitCode::SUCCESS)
     })
 }

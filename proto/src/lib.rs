@@ -39,4 +39,61 @@ pub mod v1 {
         pub name: String,
         pub detail: serde_json::Value,
     }
+
+    /// The `schema` tag of every v1 health report.
+    pub const HEALTH_SCHEMA: &str = "aegis.health.v1";
+
+    /// A box's heartbeat: who it is and how it is doing, every few seconds.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Health {
+        pub schema: String,
+        pub device: String,
+        /// The appliance's version.
+        pub version: String,
+        pub uptime_s: u64,
+        pub streams_total: u32,
+        pub streams_online: u32,
+        /// Frames read per second, all streams together.
+        pub fps: f64,
+        /// Detector latency p95 over all streams, when anything was detected.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub detector_p95_ms: Option<f64>,
+        pub disk_free_bytes: u64,
+        /// Events committed on the box and not yet handed to the bus.
+        pub outbox_backlog: u64,
+        /// Events the box had to delete before they were synced (disk budget).
+        pub events_dropped_unsynced: u64,
+        pub at_ms: i64,
+    }
+}
+
+/// Subjects on the bus. Every device's traffic lives under `aegis.<device>.`, so one
+/// permission per device covers it (ADR 0007).
+pub mod subject {
+    /// A box's events (its JetStream stream `EVENTS`, in its own domain).
+    pub fn events(device: &str) -> String {
+        format!("aegis.{device}.events")
+    }
+
+    /// A box's heartbeats (core NATS).
+    pub fn health(device: &str) -> String {
+        format!("aegis.{device}.health")
+    }
+
+    /// Every box's heartbeats, for the core.
+    pub const ALL_HEALTH: &str = "aegis.*.health";
+
+    /// The device a subject under `aegis.<device>.` belongs to.
+    pub fn device_of(subject: &str) -> Option<&str> {
+        subject.strip_prefix("aegis.")?.split('.').next()
+    }
+
+    /// Whether `id` can name a device: it becomes a subject token and a JetStream domain.
+    pub fn valid_device_id(id: &str) -> bool {
+        (1..=63).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !id.starts_with('-')
+    }
 }

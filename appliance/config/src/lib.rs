@@ -33,6 +33,9 @@ pub struct Config {
     /// Publish events to an MQTT broker; off when absent.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// Sync events to the fleet core through a NATS leaf node (ADR 0007); off when absent.
+    #[serde(default)]
+    pub sync: Option<SyncConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -231,6 +234,38 @@ pub struct MqttConfig {
     pub discovery_prefix: Option<String>,
 }
 
+/// The `sync` section: this box's leaf node and its hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// This box's id in the fleet: lowercase letters, digits and `-`, at most 63.
+    pub device: String,
+    /// The core hub's leaf-node URL, e.g. `nats-leaf://core.example:7422`.
+    pub hub: String,
+    /// Where the box's own nats-server (the leaf) listens for the appliance.
+    #[serde(default = "default_leaf_listen")]
+    pub listen: SocketAddr,
+    /// The most disk the leaf may fill with events the core has not yet taken.
+    #[serde(default = "default_sync_budget")]
+    pub budget_mb: u64,
+    /// Seconds between heartbeats.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_s: f64,
+    /// The nats-server executable (default: `AEGIS_NATS_SERVER`, else `nats-server` on PATH).
+    #[serde(default)]
+    pub nats_server: Option<PathBuf>,
+}
+
+fn default_leaf_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4250))
+}
+fn default_sync_budget() -> u64 {
+    1024
+}
+fn default_heartbeat() -> f64 {
+    5.0
+}
+
 fn default_port() -> u16 {
     1883
 }
@@ -337,8 +372,8 @@ impl Config {
                 message: "the configuration must be a mapping of sections".into(),
             }]));
         };
-        const SECTIONS: [&str; 8] = [
-            "cameras", "detector", "tracker", "events", "storage", "http", "rules", "mqtt",
+        const SECTIONS: [&str; 9] = [
+            "cameras", "detector", "tracker", "events", "storage", "http", "rules", "mqtt", "sync",
         ];
         for key in map.keys() {
             let name = key.as_str().unwrap_or("?");
@@ -397,6 +432,9 @@ impl Config {
                 }
                 Some(m)
             }),
+            sync: map
+                .get("sync")
+                .and_then(|v| section(Some(v), "sync", &mut errors)),
             rules: map.get("rules").and_then(|v| match v.as_str() {
                 Some(path) => Some(PathBuf::from(path)),
                 None => {
@@ -494,6 +532,29 @@ impl Config {
         }
         if !(1..=100).contains(&self.events.snapshot_quality) {
             err("events.snapshot_quality".into(), "must be 1-100");
+        }
+        if let Some(sync) = &self.sync {
+            if !aegis_proto::subject::valid_device_id(&sync.device) {
+                err(
+                    "sync.device".into(),
+                    "must be 1-63 lowercase letters, digits or '-', not starting with '-'",
+                );
+            }
+            if !["nats-leaf://", "nats://", "tls://"]
+                .iter()
+                .any(|scheme| sync.hub.starts_with(scheme))
+            {
+                err(
+                    "sync.hub".into(),
+                    "must be a nats-leaf://, nats:// or tls:// URL of the hub's leaf-node port",
+                );
+            }
+            if sync.budget_mb < 16 {
+                err("sync.budget_mb".into(), "must be at least 16");
+            }
+            if !(sync.heartbeat_s >= 0.5 && sync.heartbeat_s.is_finite()) {
+                err("sync.heartbeat_s".into(), "must be at least 0.5 seconds");
+            }
         }
     }
 }

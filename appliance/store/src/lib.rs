@@ -127,6 +127,16 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// An event's wire payload waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub seq: i64,
+    /// The event id: the bus deduplicates by it and the core applies by it.
+    pub id: String,
+    /// The v1 wire event, JSON.
+    pub payload: String,
+}
+
 /// A blob's location and metadata, for serving it.
 #[derive(Debug, Clone)]
 pub struct BlobInfo {
@@ -419,7 +429,40 @@ impl Store {
             .optional()?)
     }
 
-    /// Events not yet acknowledged by the core.
+    /// Up to `limit` outbox entries not yet handed to the sync bus, oldest first.
+    pub fn unsent(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT o.event_seq, e.id, o.payload FROM outbox o JOIN events e ON e.seq = o.event_seq
+             WHERE o.sent_ms IS NULL ORDER BY o.event_seq LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok(OutboxEntry {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                payload: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that the bus acknowledged these entries (by event seq), in one transaction.
+    pub fn mark_sent(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE outbox SET sent_ms = ?2 WHERE event_seq = ?1 AND sent_ms IS NULL",
+            )?;
+            for seq in seqs {
+                stmt.execute(params![seq, now_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events not yet handed to the sync bus.
     pub fn outbox_backlog(&self) -> Result<u64, StoreError> {
         let conn = lock(&self.reader);
         Ok(conn.query_row(

@@ -1,11 +1,139 @@
-//! The fleet core's API. This first slice answers health, with the wire schemas it accepts, so
-//! the `core` build of `aegis` runs and can be deployed and probed; the device registry, event
-//! ingest over NATS and desired/reported configuration arrive with issue 4.
+//! The fleet core: the NATS hub the boxes connect to, event ingest from every device into the
+//! core's database, the device registry, and the API over them (ADR 0007).
 
-use aegis_base::Shutdown;
+pub mod db;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use aegis_base::{Clock, Shutdown, SystemClock};
+use aegis_sync::ingest::{self, IngestStatus};
+use aegis_sync::{NatsServer, Role, ServerSpec};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use db::Db;
+use serde::{Deserialize, Serialize};
+
+/// A device is online while its last heartbeat is younger than this.
+pub const ONLINE_WITHIN_MS: i64 = 15_000;
+
+/// `aegis core --config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreConfig {
+    /// The API's address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Holds the database and the hub's JetStream store.
+    pub data: PathBuf,
+    #[serde(default)]
+    pub hub: HubConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Where the core (and other clients) connect.
+    #[serde(default = "default_hub_listen")]
+    pub listen: SocketAddr,
+    /// Where the boxes' leaf nodes connect.
+    #[serde(default = "default_leaf_listen")]
+    pub leaf_listen: SocketAddr,
+    /// The nats-server executable (default: `AEGIS_NATS_SERVER`, else `nats-server` on PATH).
+    #[serde(default)]
+    pub nats_server: Option<PathBuf>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            listen: default_hub_listen(),
+            leaf_listen: default_leaf_listen(),
+            nats_server: None,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+
+fn default_hub_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4222))
+}
+
+fn default_leaf_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7422))
+}
+
+impl CoreConfig {
+    /// Reads and checks a config file; the error names the file and the field.
+    pub fn load(path: &Path) -> Result<CoreConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let de = serde_yaml::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            format!("{at}: {}", e.into_inner())
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct CoreState {
+    pub db: Arc<Db>,
+    pub ingest: Arc<IngestStatus>,
+}
+
+/// A running core: its hub, ingest and state. The API is served with [`serve`].
+pub struct Core {
+    pub state: CoreState,
+    hub: NatsServer,
+    ingest: tokio::task::JoinHandle<()>,
+}
+
+impl Core {
+    /// Opens the database, starts the hub and ingest. Call inside a Tokio runtime.
+    pub async fn start(config: &CoreConfig, shutdown: Shutdown) -> anyhow::Result<Core> {
+        std::fs::create_dir_all(&config.data)?;
+        let db = Arc::new(Db::open(&config.data.join("core.db"))?);
+        let spec = ServerSpec {
+            binary: aegis_sync::default_binary(config.hub.nats_server.as_deref()),
+            dir: config.data.join("hub"),
+            listen: config.hub.listen,
+            role: Role::Hub {
+                leaf_listen: config.hub.leaf_listen,
+            },
+        };
+        let hub = tokio::task::spawn_blocking(move || NatsServer::start(spec)).await??;
+        let client = async_nats::connect(hub.client_url()).await?;
+        let status = Arc::new(IngestStatus::default());
+        let (sink, s) = (db.clone(), status.clone());
+        let ingest = tokio::spawn(async move {
+            if let Err(e) = ingest::run(client, sink, s, shutdown).await {
+                tracing::error!(error = %e, "ingest stopped");
+            }
+        });
+        tracing::info!(hub = %config.hub.listen, leaf = %config.hub.leaf_listen, "hub running");
+        Ok(Core {
+            state: CoreState { db, ingest: status },
+            hub,
+            ingest,
+        })
+    }
+
+    /// Waits for ingest to stop (after `shutdown`), then stops the hub.
+    pub async fn stop(self) {
+        let _ = self.ingest.await;
+        let hub = self.hub;
+        let _ = tokio::task::spawn_blocking(move || hub.stop()).await;
+    }
+}
 
 #[derive(Debug, Serialize)]
 struct Health {
@@ -16,8 +144,13 @@ struct Health {
     event_schemas: [&'static str; 1],
 }
 
-pub fn router() -> Router {
-    Router::new().route("/api/health", get(health))
+pub fn router(state: CoreState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/devices", get(devices))
+        .route("/api/events", get(events))
+        .route("/api/ingest", get(ingest_status))
+        .with_state(state)
 }
 
 async fn health() -> Json<Health> {
@@ -29,9 +162,130 @@ async fn health() -> Json<Health> {
     })
 }
 
-/// Serves until `shutdown` is triggered.
-pub async fn serve(listener: tokio::net::TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, router())
+/// An RFC 9457 problem.
+fn problem(status: StatusCode, detail: String) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or(""),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+#[derive(Debug, Serialize)]
+struct DeviceView {
+    #[serde(flatten)]
+    device: db::Device,
+    online: bool,
+}
+
+async fn devices(State(s): State<CoreState>) -> Response {
+    let db = s.db.clone();
+    match tokio::task::spawn_blocking(move || db.list_devices()).await {
+        Ok(Ok(list)) => {
+            let now = SystemClock.now_ms();
+            let views: Vec<DeviceView> = list
+                .into_iter()
+                .map(|device| DeviceView {
+                    online: now - device.last_seen_ms < ONLINE_WITHIN_MS,
+                    device,
+                })
+                .collect();
+            Json(views).into_response()
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventParams {
+    device: Option<String>,
+    camera: Option<String>,
+    label: Option<String>,
+    rule: Option<String>,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    cursor: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventPage {
+    events: Vec<db::CoreEvent>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<i64>,
+}
+
+async fn events(
+    State(s): State<CoreState>,
+    params: Result<Query<EventParams>, QueryRejection>,
+) -> Response {
+    let p = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return problem(StatusCode::BAD_REQUEST, "limit must be 1..=1000".into());
+    }
+    let q = db::Query {
+        device: p.device,
+        camera: p.camera,
+        label: p.label,
+        rule: p.rule,
+        since_ms: p.since_ms,
+        until_ms: p.until_ms,
+        before: p.cursor,
+        after: None,
+        limit,
+    };
+    let db = s.db.clone();
+    match tokio::task::spawn_blocking(move || db.events(&q)).await {
+        Ok(Ok(events)) => {
+            let next_cursor = (events.len() == limit)
+                .then(|| events.last().map(|e| e.seq))
+                .flatten();
+            Json(EventPage {
+                events,
+                next_cursor,
+            })
+            .into_response()
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn ingest_status(State(s): State<CoreState>) -> Json<serde_json::Value> {
+    let i = &s.ingest;
+    Json(serde_json::json!({
+        "applied": i.applied.load(Ordering::Relaxed),
+        "duplicates": i.duplicates.load(Ordering::Relaxed),
+        "rejected": i.rejected.load(Ordering::Relaxed),
+        "heartbeats": i.heartbeats.load(Ordering::Relaxed),
+    }))
+}
+
+/// Serves the API until `shutdown` is triggered.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: CoreState,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.triggered().await })
         .await
 }

@@ -1,0 +1,238 @@
+//! The core's database, SQLite by default: the device registry and every device's events,
+//! applied idempotently (one row per device and event id).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use aegis_base::{Clock, SystemClock};
+use aegis_proto::v1;
+use aegis_sync::ingest::{Sink, SinkError};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+/// One step per schema version; a fresh database runs them all.
+const STEPS: [&str; 1] = [V1];
+
+const V1: &str = "
+CREATE TABLE devices (
+    id            TEXT PRIMARY KEY,
+    version       TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    health        TEXT NOT NULL
+);
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    device      TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    rule        TEXT,
+    at_ms       INTEGER NOT NULL,
+    payload     TEXT NOT NULL,
+    ingested_ms INTEGER NOT NULL,
+    UNIQUE (device, id)
+);
+CREATE INDEX events_at ON events (at_ms);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database has schema version {found}; this build knows up to {supported}")]
+    SchemaVersion { found: i64, supported: i64 },
+}
+
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+/// A device as the registry knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    pub id: String,
+    pub version: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// The last heartbeat.
+    pub health: serde_json::Value,
+}
+
+/// An event as the core holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoreEvent {
+    pub seq: i64,
+    pub device: String,
+    pub ingested_ms: i64,
+    pub event: v1::Event,
+}
+
+/// Filters and cursor for listing events, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub device: Option<String>,
+    pub camera: Option<String>,
+    pub label: Option<String>,
+    pub rule: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Strictly older than this seq (the previous page's cursor).
+    pub before: Option<i64>,
+    /// Strictly newer than this seq, oldest first (SSE).
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let latest = STEPS.len() as i64;
+        if version > latest {
+            return Err(DbError::SchemaVersion {
+                found: version,
+                supported: latest,
+            });
+        }
+        if version < latest {
+            let steps = STEPS[version as usize..].concat();
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {steps} PRAGMA user_version = {latest}; COMMIT;"
+            ))?;
+        }
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn list_devices(&self) -> Result<Vec<Device>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, version, first_seen_ms, last_seen_ms, health FROM devices ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let health: String = r.get(4)?;
+            Ok(Device {
+                id: r.get(0)?,
+                version: r.get(1)?,
+                first_seen_ms: r.get(2)?,
+                last_seen_ms: r.get(3)?,
+                health: serde_json::from_str(&health).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, DbError> {
+        let conn = self.conn();
+        let order = if q.after.is_some() { "ASC" } else { "DESC" };
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, device, ingested_ms, payload FROM events
+             WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR stream = ?2)
+               AND (?3 IS NULL OR label = ?3) AND (?4 IS NULL OR rule = ?4)
+               AND (?5 IS NULL OR at_ms >= ?5) AND (?6 IS NULL OR at_ms < ?6)
+               AND (?7 IS NULL OR seq < ?7) AND (?8 IS NULL OR seq > ?8)
+             ORDER BY seq {order} LIMIT ?9"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                q.device,
+                q.camera,
+                q.label,
+                q.rule,
+                q.since_ms,
+                q.until_ms,
+                q.before,
+                q.after,
+                q.limit as i64
+            ],
+            |r| {
+                let payload: String = r.get(3)?;
+                let event = serde_json::from_str(&payload).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?;
+                Ok(CoreEvent {
+                    seq: r.get(0)?,
+                    device: r.get(1)?,
+                    ingested_ms: r.get(2)?,
+                    event,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The highest event seq, for SSE clients that start now.
+    pub fn last_seq(&self) -> Result<i64, DbError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT MAX(seq) FROM events", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .optional()?
+            .flatten()
+            .unwrap_or(0))
+    }
+}
+
+impl Sink for Db {
+    fn apply(&self, device: &str, events: &[v1::Event]) -> Result<u64, SinkError> {
+        let now = SystemClock.now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut applied = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (device, id, kind, stream, label, rule, at_ms, payload, ingested_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (device, id) DO NOTHING",
+            )?;
+            for e in events {
+                applied += stmt.execute(params![
+                    device,
+                    e.id,
+                    e.kind,
+                    e.stream,
+                    e.label,
+                    e.rule.as_ref().map(|r| r.name.as_str()),
+                    e.at_ms,
+                    serde_json::to_string(e)?,
+                    now
+                ])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    fn heartbeat(&self, health: &v1::Health, received_ms: i64) -> Result<(), SinkError> {
+        self.conn().execute(
+            "INSERT INTO devices (id, version, first_seen_ms, last_seen_ms, health)
+             VALUES (?1, ?2, ?3, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET version = ?2, last_seen_ms = ?3, health = ?4",
+            params![
+                health.device,
+                health.version,
+                received_ms,
+                serde_json::to_string(health)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn devices(&self) -> Result<Vec<String>, SinkError> {
+        Ok(self.list_devices()?.into_iter().map(|d| d.id).collect())
+    }
+}

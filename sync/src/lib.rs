@@ -1,0 +1,14 @@
+//! The edge↔core sync over NATS leaf nodes and JetStream (ADR 0007).
+//!
+//! A box runs its own nats-server as a leaf node with JetStream in the device's domain; the
+//! outbox forwarder (`client`) hands its events to the box's `EVENTS` stream. The core runs the
+//! hub; its ingest (`server`) pulls each device's stream through the hub and applies the events
+//! idempotently. Subjects are in `aegis_proto::subject`.
+
+#[cfg(feature = "client")]
+pub mod forward;
+#[cfg(feature = "server")]
+pub mod ingest;
+pub mod nats;
+
+pub use nats::{default_binary, NatsServer, NatsServerError, Role, ServerSpec};
