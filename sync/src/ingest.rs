@@ -35,8 +35,6 @@ pub trait Sink: Send + Sync + 'static {
     fn apply(&self, device: &str, events: &[v1::Event]) -> Result<u64, SinkError>;
     /// Records a heartbeat (creating the device's registry entry on its first).
     fn heartbeat(&self, health: &v1::Health, received_ms: i64) -> Result<(), SinkError>;
-    /// The devices to ingest from.
-    fn devices(&self) -> Result<Vec<String>, SinkError>;
 }
 
 /// What ingest has done, for `/metrics` and the console.
@@ -48,11 +46,12 @@ pub struct IngestStatus {
     pub heartbeats: AtomicU64,
 }
 
-/// Runs ingest until `shutdown`: heartbeats register devices, and each known device gets its
-/// own event pump.
+/// Runs ingest until `shutdown`: each of `devices` (those already registered) and each device
+/// a heartbeat registers gets its own event pump.
 pub async fn run(
     client: async_nats::Client,
     sink: Arc<dyn Sink>,
+    devices: Vec<String>,
     status: Arc<IngestStatus>,
     shutdown: Shutdown,
 ) -> Result<(), async_nats::SubscribeError> {
@@ -82,12 +81,7 @@ pub async fn run(
             }
         }
     };
-    let s = sink.clone();
-    match tokio::task::spawn_blocking(move || s.devices()).await {
-        Ok(Ok(devices)) => devices.into_iter().for_each(&start_pump),
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot list devices"),
-        Err(e) => tracing::error!(error = %e, "cannot list devices"),
-    }
+    devices.into_iter().for_each(&start_pump);
     loop {
         let message = tokio::select! {
             m = health.next() => match m { Some(m) => m, None => return Ok(()) },

@@ -1,5 +1,6 @@
-//! The core's database, SQLite by default: the device registry and every device's events,
-//! applied idempotently (one row per device and event id).
+//! The core's database: the device registry and every device's events, applied idempotently
+//! (one row per device and event id). SQLite by default (`SqliteDb`), PostgreSQL when
+//! configured (`crate::pg::PgDb`); both behave the same to the API and to ingest.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -7,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use aegis_base::{Clock, SystemClock};
 use aegis_proto::v1;
 use aegis_sync::ingest::{Sink, SinkError};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
 /// One step per schema version; a fresh database runs them all.
@@ -37,15 +38,22 @@ CREATE TABLE events (
 CREATE INDEX events_at ON events (at_ms);
 ";
 
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("the database has schema version {found}; this build knows up to {supported}")]
-    SchemaVersion { found: i64, supported: i64 },
+/// What the API and ingest need of a database. Blocking: called off the async threads.
+pub trait Database: Sink {
+    fn list_devices(&self) -> Result<Vec<Device>, SinkError>;
+    /// Events matching `q`, newest first.
+    fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError>;
 }
 
-pub struct Db {
+/// A database newer than this build.
+#[derive(Debug, thiserror::Error)]
+#[error("the database has schema version {found}; this build knows up to {supported}")]
+pub struct SchemaTooNew {
+    pub found: i64,
+    pub supported: i64,
+}
+
+pub struct SqliteDb {
     conn: Mutex<Connection>,
 }
 
@@ -80,13 +88,11 @@ pub struct Query {
     pub until_ms: Option<i64>,
     /// Strictly older than this seq (the previous page's cursor).
     pub before: Option<i64>,
-    /// Strictly newer than this seq, oldest first (SSE).
-    pub after: Option<i64>,
     pub limit: usize,
 }
 
-impl Db {
-    pub fn open(path: &Path) -> Result<Db, DbError> {
+impl SqliteDb {
+    pub fn open(path: &Path) -> Result<SqliteDb, SinkError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -94,10 +100,11 @@ impl Db {
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let latest = STEPS.len() as i64;
         if version > latest {
-            return Err(DbError::SchemaVersion {
+            return Err(SchemaTooNew {
                 found: version,
                 supported: latest,
-            });
+            }
+            .into());
         }
         if version < latest {
             let steps = STEPS[version as usize..].concat();
@@ -105,7 +112,7 @@ impl Db {
                 "BEGIN IMMEDIATE; {steps} PRAGMA user_version = {latest}; COMMIT;"
             ))?;
         }
-        Ok(Db {
+        Ok(SqliteDb {
             conn: Mutex::new(conn),
         })
     }
@@ -113,8 +120,10 @@ impl Db {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    pub fn list_devices(&self) -> Result<Vec<Device>, DbError> {
+impl Database for SqliteDb {
+    fn list_devices(&self) -> Result<Vec<Device>, SinkError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, version, first_seen_ms, last_seen_ms, health FROM devices ORDER BY id",
@@ -132,17 +141,16 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, DbError> {
+    fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError> {
         let conn = self.conn();
-        let order = if q.after.is_some() { "ASC" } else { "DESC" };
-        let mut stmt = conn.prepare_cached(&format!(
+        let mut stmt = conn.prepare_cached(
             "SELECT seq, device, ingested_ms, payload FROM events
              WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR stream = ?2)
                AND (?3 IS NULL OR label = ?3) AND (?4 IS NULL OR rule = ?4)
                AND (?5 IS NULL OR at_ms >= ?5) AND (?6 IS NULL OR at_ms < ?6)
-               AND (?7 IS NULL OR seq < ?7) AND (?8 IS NULL OR seq > ?8)
-             ORDER BY seq {order} LIMIT ?9"
-        ))?;
+               AND (?7 IS NULL OR seq < ?7)
+             ORDER BY seq DESC LIMIT ?8",
+        )?;
         let rows = stmt.query_map(
             params![
                 q.device,
@@ -152,7 +160,6 @@ impl Db {
                 q.since_ms,
                 q.until_ms,
                 q.before,
-                q.after,
                 q.limit as i64
             ],
             |r| {
@@ -174,21 +181,9 @@ impl Db {
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// The highest event seq, for SSE clients that start now.
-    pub fn last_seq(&self) -> Result<i64, DbError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT MAX(seq) FROM events", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .optional()?
-            .flatten()
-            .unwrap_or(0))
-    }
 }
 
-impl Sink for Db {
+impl Sink for SqliteDb {
     fn apply(&self, device: &str, events: &[v1::Event]) -> Result<u64, SinkError> {
         let now = SystemClock.now_ms();
         let mut conn = self.conn();
@@ -230,9 +225,5 @@ impl Sink for Db {
             ],
         )?;
         Ok(())
-    }
-
-    fn devices(&self) -> Result<Vec<String>, SinkError> {
-        Ok(self.list_devices()?.into_iter().map(|d| d.id).collect())
     }
 }

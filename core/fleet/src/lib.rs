@@ -2,6 +2,7 @@
 //! core's database, the device registry, and the API over them (ADR 0007).
 
 pub mod db;
+pub mod pg;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use db::Db;
+use db::{Database, SqliteDb};
+use pg::PgDb;
 use serde::{Deserialize, Serialize};
 
 /// A device is online while its last heartbeat is younger than this.
@@ -30,8 +32,11 @@ pub struct CoreConfig {
     /// The API's address.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Holds the database and the hub's JetStream store.
+    /// Holds the hub's JetStream store, and the SQLite database unless `database` is set.
     pub data: PathBuf,
+    /// A PostgreSQL URL (`postgres://user:password@host/db`); SQLite in `data` when absent.
+    #[serde(default)]
+    pub database: Option<String>,
     #[serde(default)]
     pub hub: HubConfig,
 }
@@ -86,7 +91,7 @@ impl CoreConfig {
 
 #[derive(Clone)]
 pub struct CoreState {
-    pub db: Arc<Db>,
+    pub db: Arc<dyn Database>,
     pub ingest: Arc<IngestStatus>,
 }
 
@@ -101,7 +106,24 @@ impl Core {
     /// Opens the database, starts the hub and ingest. Call inside a Tokio runtime.
     pub async fn start(config: &CoreConfig, shutdown: Shutdown) -> anyhow::Result<Core> {
         std::fs::create_dir_all(&config.data)?;
-        let db = Arc::new(Db::open(&config.data.join("core.db"))?);
+        let db: Arc<dyn Database> =
+            match &config.database {
+                Some(url) => Arc::new(PgDb::connect(url).await.map_err(|e| {
+                    anyhow::anyhow!("PostgreSQL {}: {e}", aegis_base::redact_url(url))
+                })?),
+                None => {
+                    let path = config.data.join("core.db");
+                    Arc::new(
+                        tokio::task::spawn_blocking(move || SqliteDb::open(&path))
+                            .await?
+                            .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    )
+                }
+            };
+        let d = db.clone();
+        let devices = tokio::task::spawn_blocking(move || d.list_devices())
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot read the device registry: {e}"))?;
         let spec = ServerSpec {
             binary: aegis_sync::default_binary(config.hub.nats_server.as_deref()),
             dir: config.data.join("hub"),
@@ -115,7 +137,8 @@ impl Core {
         let status = Arc::new(IngestStatus::default());
         let (sink, s) = (db.clone(), status.clone());
         let ingest = tokio::spawn(async move {
-            if let Err(e) = ingest::run(client, sink, s, shutdown).await {
+            let ids = devices.into_iter().map(|d| d.id).collect();
+            if let Err(e) = ingest::run(client, sink, ids, s, shutdown).await {
                 tracing::error!(error = %e, "ingest stopped");
             }
         });
@@ -249,7 +272,6 @@ async fn events(
         since_ms: p.since_ms,
         until_ms: p.until_ms,
         before: p.cursor,
-        after: None,
         limit,
     };
     let db = s.db.clone();

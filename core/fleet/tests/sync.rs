@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use aegis_base::{Shutdown, SystemClock};
 use aegis_domain::{BBox, Event, EventKind};
+use aegis_fleet::db::Query;
 use aegis_fleet::{Core, CoreConfig, HubConfig};
 use aegis_proto::v1;
 use aegis_store::Store;
@@ -133,10 +134,11 @@ fn health(device: &str) -> v1::Health {
     }
 }
 
-async fn start_core(dir: &Path, ports: &Ports) -> (Core, Shutdown) {
+async fn start_core(dir: &Path, ports: &Ports, database: Option<String>) -> (Core, Shutdown) {
     let config = CoreConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         data: dir.join("core"),
+        database,
         hub: HubConfig {
             listen: ([127, 0, 0, 1], ports.hub).into(),
             leaf_listen: ([127, 0, 0, 1], ports.hub_leaf).into(),
@@ -148,18 +150,30 @@ async fn start_core(dir: &Path, ports: &Ports) -> (Core, Shutdown) {
     (core, shutdown)
 }
 
-/// The ids the core holds for `device`, read from its database.
-fn core_ids(dir: &Path, device: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(dir.join("core/core.db")).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT id FROM events WHERE device = ?1 ORDER BY id")
-        .unwrap();
-    let ids = stmt
-        .query_map([device], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<Vec<String>, _>>()
-        .unwrap();
-    ids
+/// The ids the core holds for `device`, sorted, read page by page through its database API.
+async fn core_ids(core: &Core, device: &str) -> Vec<String> {
+    let (db, device) = (core.state.db.clone(), device.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut ids = Vec::new();
+        let mut before = None;
+        loop {
+            let page = db
+                .events(&Query {
+                    device: Some(device.clone()),
+                    before,
+                    limit: 5_000,
+                    ..Default::default()
+                })
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some(last.seq);
+            ids.extend(page.into_iter().map(|e| e.event.id));
+        }
+        ids.sort();
+        ids
+    })
+    .await
+    .unwrap()
 }
 
 async fn stream_messages(js: &jetstream::Context) -> u64 {
@@ -181,8 +195,8 @@ async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> b
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_thousand_events_made_while_the_hub_is_down_reach_the_core_exactly_once() {
+/// 100,000 events made while the hub is down, then the hub and the core come up.
+async fn outage_then_catch_up(database: Option<String>) {
     const N: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
@@ -201,15 +215,14 @@ async fn a_hundred_thousand_events_made_while_the_hub_is_down_reach_the_core_exa
     assert_eq!(b.status.forwarded.load(Ordering::Relaxed), N as u64);
 
     // The hub comes up: every event reaches the core once, and leaves the box's stream.
-    let (core, core_shutdown) = start_core(dir.path(), &ports).await;
-    let d = dir.path().to_owned();
+    let (core, core_shutdown) = start_core(dir.path(), &ports, database).await;
     wait_for(
         "the core to ingest every event",
         Duration::from_secs(240),
-        async || core_ids(&d, "box-1").len() >= N,
+        async || core.state.ingest.applied.load(Ordering::Relaxed) >= N as u64,
     )
     .await;
-    let got = core_ids(dir.path(), "box-1");
+    let got = core_ids(&core, "box-1").await;
     assert_eq!(got.len(), N, "no duplicates");
     assert!(
         got.into_iter().eq(ids.into_iter()),
@@ -224,7 +237,11 @@ async fn a_hundred_thousand_events_made_while_the_hub_is_down_reach_the_core_exa
     assert_eq!(core.state.ingest.rejected.load(Ordering::Relaxed), 0);
 
     // The registry knows the box from its heartbeats.
-    let devices = core.state.db.list_devices().unwrap();
+    let db = core.state.db.clone();
+    let devices = tokio::task::spawn_blocking(move || db.list_devices())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].id, "box-1");
     assert_eq!(devices[0].health["streams_online"], 1);
@@ -236,16 +253,27 @@ async fn a_hundred_thousand_events_made_while_the_hub_is_down_reach_the_core_exa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_events_made_while_the_hub_is_down_reach_sqlite_exactly_once() {
+    outage_then_catch_up(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_events_made_while_the_hub_is_down_reach_postgresql_exactly_once() {
+    let pg = aegis_testkit::postgres(free_port());
+    outage_then_catch_up(Some(pg.url.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_on_a_device_stream_are_rejected_counted_and_ingest_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
     let store = Arc::new(Store::open(&dir.path().join("box")).unwrap());
-    let (core, core_shutdown) = start_core(dir.path(), &ports).await;
+    let (core, core_shutdown) = start_core(dir.path(), &ports, None).await;
     let b = start_box(dir.path(), "box-2", store.clone(), &ports).await;
 
     let before = commit(&store, 10);
     wait_for("the first events", Duration::from_secs(60), async || {
-        core_ids(dir.path(), "box-2").len() == 10
+        core_ids(&core, "box-2").await.len() == 10
     })
     .await;
     // Garbage, a v1 event with an unknown schema tag, and an event with no id, straight onto
@@ -266,18 +294,15 @@ async fn malformed_messages_on_a_device_stream_are_rejected_counted_and_ingest_g
         .unwrap();
     }
     let after = commit(&store, 10);
-    let d = dir.path().to_owned();
     wait_for(
         "the events behind the bad ones",
         Duration::from_secs(60),
-        async || core_ids(&d, "box-2").len() == 20,
+        async || core_ids(&core, "box-2").await.len() == 20,
     )
     .await;
     assert_eq!(core.state.ingest.rejected.load(Ordering::Relaxed), 3);
     let all: BTreeSet<String> = before.union(&after).cloned().collect();
-    assert!(core_ids(dir.path(), "box-2")
-        .into_iter()
-        .eq(all.into_iter()));
+    assert!(core_ids(&core, "box-2").await.into_iter().eq(all));
     wait_for(
         "the box's stream to empty",
         Duration::from_secs(30),

@@ -93,3 +93,104 @@ pub fn mosquitto_sub(port: u16, topic: &str) -> (KillOnDrop, Receiver<String>) {
     std::thread::sleep(Duration::from_millis(300));
     (KillOnDrop(child), rx)
 }
+
+/// A PostgreSQL server of the test's own, on loopback. Stopped (fast shutdown) and its data
+/// deleted on drop.
+pub struct Postgres {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `postgres://aegis@127.0.0.1:<port>/postgres` (trust authentication, loopback only).
+    pub url: String,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts PostgreSQL (Debian's `postgresql`, which scripts/setup.sh installs) on `port` with a
+/// fresh cluster; returns once it accepts connections. As root, the server runs as the
+/// `postgres` user, since PostgreSQL refuses to run as root.
+pub fn postgres(port: u16) -> Postgres {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL (scripts/setup.sh installs it)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|b| b.join("initdb").exists())
+        .max()
+        .expect("PostgreSQL's initdb under /usr/lib/postgresql/*/bin");
+    let dir = tempfile::Builder::new()
+        .prefix("aegis-pg-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let as_server_user = |mut c: Command| -> Command {
+        if let Some((uid, gid)) = postgres_user() {
+            std::os::unix::process::CommandExt::uid(&mut c, uid);
+            std::os::unix::process::CommandExt::gid(&mut c, gid);
+        }
+        c
+    };
+    if let Some((uid, gid)) = postgres_user() {
+        let ok = Command::new("chown")
+            .arg(format!("{uid}:{gid}"))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let data = dir.path().join("data");
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "aegis", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        .stdout(Stdio::null());
+    let out = as_server_user(initdb).output().unwrap();
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut server = Command::new(bin.join("postgres"));
+    server
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.path().display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = as_server_user(server).spawn().unwrap();
+    let pg = Postgres {
+        child,
+        _dir: dir,
+        url: format!("postgres://aegis@127.0.0.1:{port}/postgres"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new(bin.join("pg_isready"))
+        .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "PostgreSQL did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg
+}
+
+/// The `postgres` user's ids when running as root (else the server runs as us).
+fn postgres_user() -> Option<(u32, u32)> {
+    let me = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&me.stdout).trim() != "0" {
+        return None;
+    }
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}

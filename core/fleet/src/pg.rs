@@ -1,0 +1,184 @@
+//! The core's database on PostgreSQL: the same tables and behaviour as SQLite's. A batch of
+//! events is one `INSERT … SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING`: one round trip
+//! and one implicit transaction however many events it holds.
+
+use aegis_base::{Clock, SystemClock};
+use aegis_proto::v1;
+use aegis_sync::ingest::{Sink, SinkError};
+use tokio::runtime::Handle;
+use tokio_postgres::{Client, NoTls};
+
+use crate::db::{CoreEvent, Database, Device, Query, SchemaTooNew};
+
+/// One step per schema version, in `aegis_schema`; a fresh database runs them all.
+const STEPS: [&str; 1] = [V1];
+
+const V1: &str = "
+CREATE TABLE devices (
+    id            TEXT PRIMARY KEY,
+    version       TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms  BIGINT NOT NULL,
+    health        TEXT NOT NULL
+);
+CREATE TABLE events (
+    seq         BIGSERIAL PRIMARY KEY,
+    device      TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    rule        TEXT,
+    at_ms       BIGINT NOT NULL,
+    payload     TEXT NOT NULL,
+    ingested_ms BIGINT NOT NULL,
+    UNIQUE (device, id)
+);
+CREATE INDEX events_at ON events (at_ms);
+";
+
+pub struct PgDb {
+    client: Client,
+    /// The runtime the connection task runs on; blocking callers wait on it.
+    runtime: Handle,
+}
+
+impl PgDb {
+    /// Connects (a `postgres://` URL) and brings the schema up to date. Call inside a Tokio
+    /// runtime.
+    pub async fn connect(url: &str) -> Result<PgDb, SinkError> {
+        let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "PostgreSQL connection lost");
+            }
+        });
+        let tx = client.transaction().await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS aegis_schema (version INT NOT NULL);
+             LOCK TABLE aegis_schema IN EXCLUSIVE MODE;",
+        )
+        .await?;
+        let version: i64 = tx
+            .query_opt("SELECT version FROM aegis_schema", &[])
+            .await?
+            .map_or(0, |r| i64::from(r.get::<_, i32>(0)));
+        let latest = STEPS.len() as i64;
+        if version > latest {
+            return Err(SchemaTooNew {
+                found: version,
+                supported: latest,
+            }
+            .into());
+        }
+        if version < latest {
+            tx.batch_execute(&STEPS[version as usize..].concat())
+                .await?;
+            tx.batch_execute(&format!(
+                "DELETE FROM aegis_schema; INSERT INTO aegis_schema VALUES ({latest});"
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PgDb {
+            client,
+            runtime: Handle::current(),
+        })
+    }
+
+    fn wait<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(f)
+    }
+}
+
+impl Database for PgDb {
+    fn list_devices(&self) -> Result<Vec<Device>, SinkError> {
+        let rows = self.wait(self.client.query(
+            "SELECT id, version, first_seen_ms, last_seen_ms, health FROM devices ORDER BY id",
+            &[],
+        ))?;
+        Ok(rows
+            .iter()
+            .map(|r| Device {
+                id: r.get(0),
+                version: r.get(1),
+                first_seen_ms: r.get(2),
+                last_seen_ms: r.get(3),
+                health: serde_json::from_str(r.get(4)).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError> {
+        let rows = self.wait(self.client.query(
+            "SELECT seq, device, ingested_ms, payload FROM events
+             WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR stream = $2)
+               AND ($3::text IS NULL OR label = $3) AND ($4::text IS NULL OR rule = $4)
+               AND ($5::bigint IS NULL OR at_ms >= $5) AND ($6::bigint IS NULL OR at_ms < $6)
+               AND ($7::bigint IS NULL OR seq < $7)
+             ORDER BY seq DESC LIMIT $8",
+            &[
+                &q.device,
+                &q.camera,
+                &q.label,
+                &q.rule,
+                &q.since_ms,
+                &q.until_ms,
+                &q.before,
+                &(q.limit as i64),
+            ],
+        ))?;
+        rows.iter()
+            .map(|r| {
+                Ok(CoreEvent {
+                    seq: r.get(0),
+                    device: r.get(1),
+                    ingested_ms: r.get(2),
+                    event: serde_json::from_str(r.get(3))?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Sink for PgDb {
+    fn apply(&self, device: &str, events: &[v1::Event]) -> Result<u64, SinkError> {
+        let mut payloads = Vec::with_capacity(events.len());
+        for e in events {
+            payloads.push(serde_json::to_string(e)?);
+        }
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let streams: Vec<&str> = events.iter().map(|e| e.stream.as_str()).collect();
+        let labels: Vec<&str> = events.iter().map(|e| e.label.as_str()).collect();
+        let rules: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.rule.as_ref().map(|r| r.name.as_str()))
+            .collect();
+        let at: Vec<i64> = events.iter().map(|e| e.at_ms).collect();
+        let now = SystemClock.now_ms();
+        Ok(self.wait(self.client.execute(
+            "INSERT INTO events (device, id, kind, stream, label, rule, at_ms, payload, ingested_ms)
+             SELECT $1, u.id, u.kind, u.stream, u.label, u.rule, u.at_ms, u.payload, $9
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[])
+                  AS u (id, kind, stream, label, rule, at_ms, payload)
+             ON CONFLICT (device, id) DO NOTHING",
+            &[&device, &ids, &kinds, &streams, &labels, &rules, &at, &payloads, &now],
+        ))?)
+    }
+
+    fn heartbeat(&self, health: &v1::Health, received_ms: i64) -> Result<(), SinkError> {
+        self.wait(self.client.execute(
+            "INSERT INTO devices (id, version, first_seen_ms, last_seen_ms, health)
+             VALUES ($1, $2, $3, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET version = $2, last_seen_ms = $3, health = $4",
+            &[
+                &health.device,
+                &health.version,
+                &received_ms,
+                &serde_json::to_string(health)?,
+            ],
+        ))?;
+        Ok(())
+    }
+}
