@@ -16,14 +16,14 @@ use std::time::Duration;
 use aegis_base::{Backoff, Clock, Shutdown, SystemClock};
 use aegis_proto::{subject, v1};
 use async_nats::jetstream::{self, consumer::pull};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::forward::STREAM;
 
 /// The core's consumer on every device stream.
 pub const CONSUMER: &str = "core";
 
-/// Messages fetched and applied at a time.
+/// The most messages applied in one transaction, and asked for per pull request.
 const BATCH: usize = 2_000;
 
 pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
@@ -166,7 +166,9 @@ async fn attach(
         .map_err(|e| e.to_string())
 }
 
-/// Fetches, applies and acknowledges batches until an error or `shutdown`.
+/// Applies and acknowledges messages until an error or `shutdown`. A batch is the first
+/// message to arrive and whatever else has arrived by then (up to `BATCH`): one event alone
+/// goes straight through, and a backlog goes in big transactions.
 async fn drain(
     consumer: &jetstream::consumer::Consumer<pull::Config>,
     device: &str,
@@ -175,20 +177,27 @@ async fn drain(
     shutdown: &Shutdown,
 ) -> Result<(), String> {
     let expected = subject::events(device);
-    while !shutdown.is_triggered() {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(BATCH)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut messages = Vec::new();
-        while let Some(m) = batch.next().await {
-            messages.push(m.map_err(|e| e.to_string())?);
-        }
-        if messages.is_empty() {
-            continue;
+    let mut stream = consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let first = tokio::select! {
+            m = stream.next() => m,
+            _ = shutdown.triggered() => return Ok(()),
+        };
+        let Some(first) = first else {
+            return Err("the device stream ended".into());
+        };
+        let mut messages = vec![first.map_err(|e| e.to_string())?];
+        while messages.len() < BATCH {
+            match stream.next().now_or_never() {
+                Some(Some(m)) => messages.push(m.map_err(|e| e.to_string())?),
+                _ => break,
+            }
         }
         let mut events = Vec::with_capacity(messages.len());
         for m in &messages {
@@ -212,7 +221,6 @@ async fn drain(
             m.ack().await.map_err(|e| e.to_string())?;
         }
     }
-    Ok(())
 }
 
 /// A valid v1 event published on the device's own events subject.
