@@ -10,10 +10,13 @@
 #              mosquitto_sub's receipt
 #   ui         the web UI's page weight and time to first paint in headless Chromium, against
 #              the appliance on the demo clip
+#   sync       edge → core (cargo bench -p aegis-fleet --bench sync): database apply rates
+#              (SQLite, PostgreSQL), backlog drain after a partition, edge → core latency, the
+#              core with 100 simulated devices
 #   capacity   1, 2, 3… 720p30 RTSP cameras at 5 detect-fps until one is no longer held in
 #              real time (opt-in: it takes several minutes)
 # Run it on an otherwise idle machine; never while something is building.
-# Usage: bash scripts/bench.sh [decode|detector|pipeline|mqtt|ui|capacity]...
+# Usage: bash scripts/bench.sh [decode|detector|pipeline|mqtt|ui|sync|capacity]...
 #        (default: all but capacity)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -176,6 +179,10 @@ print(json.dumps({"cameras": len(s), "held": held, "cpu_cores_used": r["cpu_core
   kill "$SERVER_PID"
 }
 
-for what in "${@:-decode detector pipeline mqtt ui}"; do
+bench_sync() {
+  cargo bench -q --locked -p aegis-fleet --bench sync 2>/dev/null
+}
+
+for what in "${@:-decode detector pipeline mqtt ui sync}"; do
   for w in $what; do "bench_$w"; done
 done

@@ -197,8 +197,9 @@ impl NatsServer {
         self.spec.client_url()
     }
 
-    pub fn spec(&self) -> &ServerSpec {
-        &self.spec
+    /// The server's process id (0 while it is being restarted).
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::SeqCst)
     }
 
     /// Stops the server and waits for it to exit.

@@ -2,7 +2,16 @@
 
 /// CPU time (user + system) this process has used so far, all threads.
 pub fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds("/proc/self/stat")
+}
+
+/// CPU time another process has used so far (0 once it is gone).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -31,6 +40,12 @@ fn kb_field(text: &str, name: &str) -> Option<u64> {
 pub fn process_memory() -> (Option<u64>, Option<u64>) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     (kb_field(&status, "VmRSS"), kb_field(&status, "VmHWM"))
+}
+
+/// Another process's resident memory, in bytes (None once it is gone).
+pub fn memory_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kb_field(&status, "VmRSS")
 }
 
 /// The host's memory: total and available, in bytes.

@@ -150,6 +150,11 @@ impl Core {
         })
     }
 
+    /// The hub's nats-server process id.
+    pub fn hub_pid(&self) -> u32 {
+        self.hub.pid()
+    }
+
     /// Waits for ingest to stop (after `shutdown`), then stops the hub.
     pub async fn stop(self) {
         let _ = self.ingest.await;
