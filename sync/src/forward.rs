@@ -16,8 +16,7 @@ use aegis_store::Store;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use tokio::sync::broadcast;
 
-/// The stream that holds a box's events until the core has applied them.
-pub const STREAM: &str = "EVENTS";
+use crate::STREAM;
 
 /// Entries handed to the bus at a time; their acks are awaited together.
 const BATCH: usize = 500;

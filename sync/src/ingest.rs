@@ -18,7 +18,7 @@ use aegis_proto::{subject, v1};
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{FutureExt, StreamExt};
 
-use crate::forward::STREAM;
+use crate::STREAM;
 
 /// The core's consumer on every device stream.
 pub const CONSUMER: &str = "core";

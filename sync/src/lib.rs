@@ -11,4 +11,7 @@ pub mod forward;
 pub mod ingest;
 pub mod nats;
 
+/// A box's stream, in its own JetStream domain: its events until the core has applied them.
+pub const STREAM: &str = "EVENTS";
+
 pub use nats::{default_binary, NatsServer, NatsServerError, Role, ServerSpec};

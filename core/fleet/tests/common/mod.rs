@@ -178,7 +178,7 @@ pub async fn core_ids(core: &Core, device: &str) -> Vec<String> {
 }
 
 pub async fn stream_messages(js: &jetstream::Context) -> u64 {
-    js.get_stream(forward::STREAM)
+    js.get_stream(aegis_sync::STREAM)
         .await
         .unwrap()
         .info()
