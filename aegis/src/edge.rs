@@ -231,6 +231,7 @@ impl EdgeSync {
     async fn start(
         config: &Config,
         appliance: &Arc<aegis_pipeline::Appliance>,
+        settings: &Arc<aegis_pipeline::Settings>,
     ) -> anyhow::Result<Option<EdgeSync>> {
         let Some(sc) = config.sync.clone() else {
             return Ok(None);
@@ -263,9 +264,26 @@ impl EdgeSync {
             Arc::new(aegis_sync::forward::ForwardStatus::default()),
             shutdown.clone(),
         ));
+        let tracker = Arc::new(aegis_sync::desired::ConfigTracker::load(
+            config.storage.dir.join("desired-config.json"),
+        ));
+        let s = settings.clone();
+        let follow = tokio::spawn(aegis_sync::desired::follow(
+            client.clone(),
+            sc.device.clone(),
+            tracker.clone(),
+            Arc::new(move |d: &aegis_proto::v1::Desired| {
+                s.replace_all(&d.cameras, &d.rules).map_err(explain)
+            }),
+            shutdown.clone(),
+        ));
         let started = std::time::Instant::now();
         let (a, device) = (appliance.clone(), sc.device.clone());
-        let health = Arc::new(move || health(&a, &device, started));
+        let health = Arc::new(move || {
+            let mut h = health(&a, &device, started);
+            h.config = tracker.report();
+            h
+        });
         let heartbeat = tokio::spawn(aegis_sync::forward::heartbeat(
             client,
             sc.device.clone(),
@@ -276,7 +294,7 @@ impl EdgeSync {
         tracing::info!(device = %sc.device, hub = %sc.hub, "sync: leaf node running");
         Ok(Some(EdgeSync {
             leaf,
-            tasks: vec![forward, heartbeat],
+            tasks: vec![forward, heartbeat, follow],
         }))
     }
 
@@ -286,6 +304,18 @@ impl EdgeSync {
         }
         let leaf = self.leaf;
         let _ = tokio::task::spawn_blocking(move || leaf.stop()).await;
+    }
+}
+
+/// A settings error in full: each invalid field with its path.
+fn explain(e: aegis_pipeline::SettingsError) -> String {
+    match e {
+        aegis_pipeline::SettingsError::Invalid(errors) => errors
+            .iter()
+            .map(|f| format!("{}: {}", f.path, f.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
     }
 }
 
@@ -318,6 +348,7 @@ fn health(
         outbox_backlog: store.outbox_backlog().unwrap_or(0),
         events_dropped_unsynced: store.dropped_unsynced().unwrap_or(0),
         at_ms: aegis_base::Clock::now_ms(&aegis_base::SystemClock),
+        config: None,
     }
 }
 
@@ -337,14 +368,14 @@ fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let settings = Arc::new(aegis_pipeline::Settings::new(path, appliance.clone()));
     let state = aegis_web::WebState::new(
         appliance.clone(),
-        Some(settings),
+        Some(settings.clone()),
         mqtt.as_ref().map(|(status, _)| status.clone()),
     );
     let shutdown = appliance.shutdown_handle();
     let result = tokio::runtime::Runtime::new()?.block_on(async {
         let listener = crate::bind(config.http.listen).await?;
         crate::stop_on_signal(shutdown.clone())?;
-        let sync = EdgeSync::start(&config, &appliance).await;
+        let sync = EdgeSync::start(&config, &appliance, &settings).await;
         let served = match &sync {
             Ok(_) => aegis_web::serve(listener, state).await.map_err(Into::into),
             Err(_) => Ok(()),

@@ -171,3 +171,126 @@ fn kill_9_of_the_appliance_and_the_core_loses_no_event_and_duplicates_none() {
     stop(idle);
     stop(core);
 }
+
+/// `GET path` on `port`: the JSON body.
+fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let (status, response) = common::http(port, "GET", path, &[], "");
+    assert_eq!(status, 200, "{response}");
+    serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+/// Pushes a desired config to box-1 through the core's API; returns its version.
+fn push_config(port: u16, rule_labels: &str) -> u64 {
+    let body = format!(
+        r#"{{"cameras": [{{"name": "yard", "url": "rtsp://127.0.0.1:9/yard"}}],
+            "rules": {{"zones": [{{"name": "gate", "camera": "yard", "points": [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]}}],
+                       "rules": [{{"name": "at-gate", "kind": "zone_enter", "zone": "gate", "labels": {rule_labels}}}]}}}}"#
+    );
+    let (status, response) = common::http(
+        port,
+        "PUT",
+        "/api/devices/box-1/config",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(status, 200, "{response}");
+    let desired: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    desired["version"].as_u64().unwrap()
+}
+
+/// Waits until box-1 reports `version` in `state`; returns the report.
+fn wait_reported(port: u16, version: u64, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let config = get_json(port, "/api/devices/box-1/config");
+        let reported = &config["reported"];
+        if reported["version"] == version && reported["state"] == state {
+            return reported.clone();
+        }
+        assert!(Instant::now() < deadline, "box-1 reports {reported}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_config_pushed_while_the_box_is_away_is_applied_on_return_and_a_bad_one_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = Ports {
+        core: free_port(),
+        hub: free_port(),
+        hub_leaf: free_port(),
+        appliance: free_port(),
+        leaf: free_port(),
+    };
+    let core = start_core(&core_config(d, &p), p.core);
+    let box_cfg = box_config(d, &p, false);
+
+    // The box registers with its heartbeats, then goes away.
+    let b = run(&box_cfg);
+    wait_healthy(p.appliance);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_json(p.core, "/api/devices")
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "box-1 never registered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(b);
+
+    // Changed while it is away; applied when it is back.
+    let v1 = push_config(p.core, r#"["person"]"#);
+    let b = run(&box_cfg);
+    wait_healthy(p.appliance);
+    wait_reported(p.core, v1, "applied");
+    let config_file = std::fs::read_to_string(&box_cfg).unwrap();
+    assert!(
+        config_file.contains("yard") && !config_file.contains("plaza"),
+        "{config_file}"
+    );
+    let rules_file = std::fs::read_to_string(d.join("rules.yaml")).unwrap();
+    assert!(rules_file.contains("at-gate"), "{rules_file}");
+
+    // A config the box cannot run (a label its model does not detect): rolled back, reported
+    // with the reason, and the files and cameras stay as they were.
+    let v2 = push_config(p.core, r#"["unicorn"]"#);
+    assert_eq!(v2, v1 + 1);
+    let report = wait_reported(p.core, v2, "rolled_back");
+    assert!(
+        report["error"].as_str().unwrap().contains("unicorn"),
+        "{report}"
+    );
+    assert_eq!(std::fs::read_to_string(&box_cfg).unwrap(), config_file);
+    assert_eq!(
+        std::fs::read_to_string(d.join("rules.yaml")).unwrap(),
+        rules_file
+    );
+
+    // A restart neither re-applies nor forgets what happened: the first heartbeats after it
+    // report the same.
+    stop(b);
+    let restarted_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let b = run(&box_cfg);
+    wait_healthy(p.appliance);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        let devices = get_json(p.core, "/api/devices");
+        let health = devices[0]["health"].clone();
+        if health["at_ms"].as_i64().unwrap() > restarted_ms {
+            break health;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat since the restart");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(health["config"]["version"], v2);
+    assert_eq!(health["config"]["state"], "rolled_back");
+    assert_eq!(std::fs::read_to_string(&box_cfg).unwrap(), config_file);
+    stop(b);
+    stop(core);
+}

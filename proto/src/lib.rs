@@ -64,6 +64,47 @@ pub mod v1 {
         /// Events the box had to delete before they were synced (disk budget).
         pub events_dropped_unsynced: u64,
         pub at_ms: i64,
+        /// What became of the last desired config the box received (absent before the first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub config: Option<ConfigReport>,
+    }
+
+    /// The `schema` tag of every v1 desired config.
+    pub const DESIRED_SCHEMA: &str = "aegis.desired.v1";
+
+    /// The config the core wants a box to run, versioned. The box replaces its cameras and its
+    /// whole rules file with these, as one transaction.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Desired {
+        pub schema: String,
+        pub device: String,
+        /// Grows by one with every change the core makes.
+        pub version: u64,
+        /// The cameras, as in the appliance's config file.
+        pub cameras: serde_json::Value,
+        /// The rules file: `zones`, `lines` and `rules`.
+        pub rules: serde_json::Value,
+    }
+
+    /// How a box dealt with a desired config.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ConfigReport {
+        pub version: u64,
+        pub state: ConfigState,
+        /// Why it was rolled back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<String>,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ConfigState {
+        /// Received, being applied.
+        Pending,
+        /// In force.
+        Applied,
+        /// Refused or failed; the box runs its last known good config.
+        RolledBack,
     }
 }
 
@@ -82,6 +123,9 @@ pub mod subject {
 
     /// Every box's heartbeats, for the core.
     pub const ALL_HEALTH: &str = "aegis.*.health";
+
+    /// The hub's key-value bucket of desired configs, one key per device (its id).
+    pub const DESIRED_BUCKET: &str = "aegis-desired";
 
     /// The device a subject under `aegis.<device>.` belongs to.
     pub fn device_of(subject: &str) -> Option<&str> {

@@ -218,6 +218,57 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Replaces every camera and the whole rules file at once (the core's desired config), as
+    /// one transaction: both are validated first; if the new cameras cannot be started, both
+    /// files are written back and the cameras and rules that ran before keep running.
+    pub fn replace_all(
+        &self,
+        cameras: &serde_json::Value,
+        rules: &serde_json::Value,
+    ) -> Result<(), SettingsError> {
+        let _lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let old = Self::read_mapping(&self.path)?;
+        let (rules_path, named) = self.rules_path()?;
+        let old_rules = if named {
+            Some(Self::read_mapping(&rules_path)?)
+        } else {
+            None
+        };
+        let yaml = |v: &serde_json::Value, what: &str| {
+            serde_yaml::to_value(v).map_err(|e| invalid(what, &e.to_string()))
+        };
+        let mut doc = old.clone();
+        doc.insert("cameras".into(), yaml(cameras, "cameras")?);
+        if !named {
+            doc.insert("rules".into(), Value::from("rules.yaml"));
+        }
+        let config = self.validate(&doc)?;
+        let Value::Mapping(rules_doc) = yaml(rules, "rules")? else {
+            return Err(invalid(
+                "rules",
+                "must be a mapping of zones, lines and rules",
+            ));
+        };
+        let text = serde_yaml::to_string(&rules_doc).expect("YAML values always serialise");
+        let ruleset = aegis_rules::RuleSet::parse(&text, Some(self.appliance.labels()))
+            .map_err(|e| SettingsError::Invalid(e.0))?;
+        Self::write(&rules_path, &rules_doc)?;
+        Self::write(&self.path, &doc)?;
+        if let Err(e) = self.appliance.set_cameras(&config.cameras) {
+            Self::write(&self.path, &old)?;
+            match &old_rules {
+                Some(r) => Self::write(&rules_path, r)?,
+                None => std::fs::remove_file(&rules_path)
+                    .map_err(|e| SettingsError::Io(format!("{}: {e}", rules_path.display())))?,
+            }
+            return Err(e.into());
+        }
+        self.appliance.set_rules(ruleset);
+        Ok(())
+    }
+}
+
 /// A list section of a document (empty when absent).
 fn items(doc: &Mapping, key: &str) -> Vec<Mapping> {
     doc.get(key)

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 
 /// One step per schema version; a fresh database runs them all.
-const STEPS: [&str; 1] = [V1];
+const STEPS: [&str; 2] = [V1, V2];
 
 const V1: &str = "
 CREATE TABLE devices (
@@ -38,11 +38,46 @@ CREATE TABLE events (
 CREATE INDEX events_at ON events (at_ms);
 ";
 
+/// v2: each device's desired config, versioned.
+const V2: &str = "
+CREATE TABLE desired (
+    device     TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    cameras    TEXT NOT NULL,
+    rules      TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+";
+
 /// What the API and ingest need of a database. Blocking: called off the async threads.
 pub trait Database: Sink {
     fn list_devices(&self) -> Result<Vec<Device>, SinkError>;
     /// Events matching `q`, newest first.
     fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError>;
+    /// Records a new desired config for `device`, one version above the last.
+    fn put_desired(
+        &self,
+        device: &str,
+        cameras: &serde_json::Value,
+        rules: &serde_json::Value,
+    ) -> Result<v1::Desired, SinkError>;
+    fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError>;
+}
+
+/// A desired config as the database row holds it.
+pub(crate) fn desired_from(
+    device: String,
+    version: i64,
+    cameras: &str,
+    rules: &str,
+) -> Result<v1::Desired, SinkError> {
+    Ok(v1::Desired {
+        schema: v1::DESIRED_SCHEMA.into(),
+        device,
+        version: version as u64,
+        cameras: serde_json::from_str(cameras)?,
+        rules: serde_json::from_str(rules)?,
+    })
 }
 
 /// A database newer than this build.
@@ -180,6 +215,39 @@ impl Database for SqliteDb {
             },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_desired(
+        &self,
+        device: &str,
+        cameras: &serde_json::Value,
+        rules: &serde_json::Value,
+    ) -> Result<v1::Desired, SinkError> {
+        let (c, r) = (cameras.to_string(), rules.to_string());
+        let version: i64 = self.conn().query_row(
+            "INSERT INTO desired (device, version, cameras, rules, updated_ms) VALUES (?1, 1, ?2, ?3, ?4)
+             ON CONFLICT (device) DO UPDATE SET version = version + 1, cameras = ?2, rules = ?3, updated_ms = ?4
+             RETURNING version",
+            params![device, c, r, SystemClock.now_ms()],
+            |row| row.get(0),
+        )?;
+        desired_from(device.to_string(), version, &c, &r)
+    }
+
+    fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT version, cameras, rules FROM desired WHERE device = ?1")?;
+        let mut rows = stmt.query(params![device])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(desired_from(
+                device.to_string(),
+                r.get(0)?,
+                &r.get::<_, String>(1)?,
+                &r.get::<_, String>(2)?,
+            )?)),
+            None => Ok(None),
+        }
     }
 }
 

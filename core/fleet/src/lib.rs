@@ -5,15 +5,17 @@ pub mod db;
 pub mod pg;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use aegis_base::{Clock, Shutdown, SystemClock};
+use aegis_proto::subject::DESIRED_BUCKET;
 use aegis_sync::ingest::{self, IngestStatus};
 use aegis_sync::{NatsServer, Role, ServerSpec};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use async_nats::jetstream::kv;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -79,7 +81,7 @@ fn default_leaf_listen() -> SocketAddr {
 
 impl CoreConfig {
     /// Reads and checks a config file; the error names the file and the field.
-    pub fn load(path: &Path) -> Result<CoreConfig, String> {
+    pub fn load(path: &std::path::Path) -> Result<CoreConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
         let de = serde_yaml::Deserializer::from_str(&text);
         serde_path_to_error::deserialize(de).map_err(|e| {
@@ -93,6 +95,8 @@ impl CoreConfig {
 pub struct CoreState {
     pub db: Arc<dyn Database>,
     pub ingest: Arc<IngestStatus>,
+    /// The hub's bucket of desired configs, which the boxes watch.
+    desired: kv::Store,
 }
 
 /// A running core: its hub, ingest and state. The API is served with [`serve`].
@@ -134,6 +138,14 @@ impl Core {
         };
         let hub = tokio::task::spawn_blocking(move || NatsServer::start(spec)).await??;
         let client = async_nats::connect(hub.client_url()).await?;
+        let desired = async_nats::jetstream::new(client.clone())
+            .create_or_update_key_value(kv::Config {
+                bucket: DESIRED_BUCKET.into(),
+                history: 1,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?;
         let status = Arc::new(IngestStatus::default());
         let (sink, s) = (db.clone(), status.clone());
         let ingest = tokio::spawn(async move {
@@ -144,7 +156,11 @@ impl Core {
         });
         tracing::info!(hub = %config.hub.listen, leaf = %config.hub.leaf_listen, "hub running");
         Ok(Core {
-            state: CoreState { db, ingest: status },
+            state: CoreState {
+                db,
+                ingest: status,
+                desired,
+            },
             hub,
             ingest,
         })
@@ -178,6 +194,7 @@ pub fn router(state: CoreState) -> Router {
         .route("/api/devices", get(devices))
         .route("/api/events", get(events))
         .route("/api/ingest", get(ingest_status))
+        .route("/api/devices/{id}/config", get(get_config).put(put_config))
         .with_state(state)
 }
 
@@ -294,6 +311,80 @@ async fn events(
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigBody {
+    /// The cameras, as in the appliance's config file.
+    cameras: Vec<serde_json::Value>,
+    /// The rules file: zones, lines, rules.
+    rules: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A device's desired config and what it last reported of it.
+async fn get_config(State(s): State<CoreState>, Path(id): Path<String>) -> Response {
+    let db = s.db.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let desired = db.desired(&id)?;
+        let reported = db
+            .list_devices()?
+            .into_iter()
+            .find(|d| d.id == id)
+            .map(|d| d.health["config"].clone());
+        Ok::<_, aegis_sync::ingest::SinkError>((desired, reported))
+    })
+    .await;
+    match found {
+        Ok(Ok((desired, reported))) => Json(serde_json::json!({
+            "desired": desired,
+            "reported": reported.unwrap_or_default(),
+        }))
+        .into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// Records a new desired config (the next version) and hands it to the hub for the box, which
+/// applies it now, or when it next connects.
+async fn put_config(
+    State(s): State<CoreState>,
+    Path(id): Path<String>,
+    body: Result<Json<ConfigBody>, JsonRejection>,
+) -> Response {
+    if !aegis_proto::subject::valid_device_id(&id) {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("no device can be called {id:?}"),
+        );
+    }
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()),
+    };
+    let (cameras, rules) = (
+        serde_json::Value::Array(body.cameras),
+        serde_json::Value::Object(body.rules),
+    );
+    let db = s.db.clone();
+    let put = tokio::task::spawn_blocking(move || db.put_desired(&id, &cameras, &rules)).await;
+    let desired = match put {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let bytes = serde_json::to_vec(&desired).expect("desired configs always serialise");
+    if let Err(e) = s.desired.put(&desired.device, bytes.into()).await {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "version {} is recorded but the hub did not take it: {e}",
+                desired.version
+            ),
+        );
+    }
+    Json(desired).into_response()
 }
 
 async fn ingest_status(State(s): State<CoreState>) -> Json<serde_json::Value> {

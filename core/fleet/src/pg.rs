@@ -8,10 +8,10 @@ use aegis_sync::ingest::{Sink, SinkError};
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls};
 
-use crate::db::{CoreEvent, Database, Device, Query, SchemaTooNew};
+use crate::db::{desired_from, CoreEvent, Database, Device, Query, SchemaTooNew};
 
 /// One step per schema version, in `aegis_schema`; a fresh database runs them all.
-const STEPS: [&str; 1] = [V1];
+const STEPS: [&str; 2] = [V1, V2];
 
 const V1: &str = "
 CREATE TABLE devices (
@@ -35,6 +35,17 @@ CREATE TABLE events (
     UNIQUE (device, id)
 );
 CREATE INDEX events_at ON events (at_ms);
+";
+
+/// v2: each device's desired config, versioned.
+const V2: &str = "
+CREATE TABLE desired (
+    device     TEXT PRIMARY KEY,
+    version    BIGINT NOT NULL,
+    cameras    TEXT NOT NULL,
+    rules      TEXT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
 ";
 
 pub struct PgDb {
@@ -138,6 +149,31 @@ impl Database for PgDb {
                 })
             })
             .collect()
+    }
+
+    fn put_desired(
+        &self,
+        device: &str,
+        cameras: &serde_json::Value,
+        rules: &serde_json::Value,
+    ) -> Result<v1::Desired, SinkError> {
+        let (c, r) = (cameras.to_string(), rules.to_string());
+        let row = self.wait(self.client.query_one(
+            "INSERT INTO desired (device, version, cameras, rules, updated_ms) VALUES ($1, 1, $2, $3, $4)
+             ON CONFLICT (device) DO UPDATE SET version = desired.version + 1, cameras = $2, rules = $3, updated_ms = $4
+             RETURNING version",
+            &[&device, &c, &r, &SystemClock.now_ms()],
+        ))?;
+        desired_from(device.to_string(), row.get(0), &c, &r)
+    }
+
+    fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError> {
+        let row = self.wait(self.client.query_opt(
+            "SELECT version, cameras, rules FROM desired WHERE device = $1",
+            &[&device],
+        ))?;
+        row.map(|r| desired_from(device.to_string(), r.get(0), r.get(1), r.get(2)))
+            .transpose()
     }
 }
 
