@@ -170,15 +170,7 @@ fn track(det: &std::path::Path, res: &std::path::Path) -> std::process::Output {
 }
 
 fn committed_ids(db: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut stmt = conn.prepare("SELECT id FROM events ORDER BY seq").unwrap();
-    let ids = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    ids
+    common::sqlite_strings(db, "SELECT id FROM events ORDER BY seq")
 }
 
 #[test]

@@ -18,6 +18,18 @@ struct Ports {
     leaf: u16,
 }
 
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            core: free_port(),
+            hub: free_port(),
+            hub_leaf: free_port(),
+            appliance: free_port(),
+            leaf: free_port(),
+        }
+    }
+}
+
 fn core_config(dir: &Path, p: &Ports) -> PathBuf {
     let path = dir.join("core.yaml");
     std::fs::write(
@@ -74,27 +86,12 @@ fn start_core(config: &Path, port: u16) -> KillOnDrop {
     child
 }
 
-fn ids(db: &Path, sql: &str) -> Vec<String> {
-    if !db.exists() {
-        return Vec::new();
-    }
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut stmt = conn.prepare(sql).unwrap();
-    let ids = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    ids
-}
-
 fn box_ids(dir: &Path) -> Vec<String> {
-    ids(&dir.join("box/aegis.db"), "SELECT id FROM events")
+    common::sqlite_strings(&dir.join("box/aegis.db"), "SELECT id FROM events")
 }
 
 fn core_ids(dir: &Path) -> Vec<String> {
-    ids(
+    common::sqlite_strings(
         &dir.join("core/core.db"),
         "SELECT id FROM events WHERE device = 'box-1'",
     )
@@ -109,13 +106,7 @@ fn sigkill(mut child: KillOnDrop) {
 fn kill_9_of_the_appliance_and_the_core_loses_no_event_and_duplicates_none() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let p = Ports {
-        core: free_port(),
-        hub: free_port(),
-        hub_leaf: free_port(),
-        appliance: free_port(),
-        leaf: free_port(),
-    };
+    let p = Ports::new();
     let core_cfg = core_config(d, &p);
     let busy = box_config(d, &p, true);
     let mut core = start_core(&core_cfg, p.core);
@@ -217,13 +208,7 @@ fn wait_reported(port: u16, version: u64, state: &str) -> serde_json::Value {
 fn a_config_pushed_while_the_box_is_away_is_applied_on_return_and_a_bad_one_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let p = Ports {
-        core: free_port(),
-        hub: free_port(),
-        hub_leaf: free_port(),
-        appliance: free_port(),
-        leaf: free_port(),
-    };
+    let p = Ports::new();
     let core = start_core(&core_config(d, &p), p.core);
     let box_cfg = box_config(d, &p, false);
 

@@ -112,3 +112,19 @@ pub fn login(port: u16, data: &std::path::Path) -> String {
         .expect("a session cookie")
         .to_owned()
 }
+
+/// The first column of `sql`'s rows in the SQLite database `db` (none if it does not exist yet).
+pub fn sqlite_strings(db: &std::path::Path, sql: &str) -> Vec<String> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let rows = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows
+}

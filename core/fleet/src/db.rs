@@ -11,28 +11,29 @@ use aegis_sync::ingest::{Sink, SinkError};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-/// One step per schema version; a fresh database runs them all.
+/// One step per schema version; a fresh database runs them all. Written once for both
+/// databases: `BIGINT` and `SERIAL_KEY` are spelled per dialect by [`schema_steps`].
 const STEPS: [&str; 2] = [V1, V2];
 
 const V1: &str = "
 CREATE TABLE devices (
     id            TEXT PRIMARY KEY,
     version       TEXT NOT NULL,
-    first_seen_ms INTEGER NOT NULL,
-    last_seen_ms  INTEGER NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms  BIGINT NOT NULL,
     health        TEXT NOT NULL
 );
 CREATE TABLE events (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         SERIAL_KEY,
     device      TEXT NOT NULL,
     id          TEXT NOT NULL,
     kind        TEXT NOT NULL,
     stream      TEXT NOT NULL,
     label       TEXT NOT NULL,
     rule        TEXT,
-    at_ms       INTEGER NOT NULL,
+    at_ms       BIGINT NOT NULL,
     payload     TEXT NOT NULL,
-    ingested_ms INTEGER NOT NULL,
+    ingested_ms BIGINT NOT NULL,
     UNIQUE (device, id)
 );
 CREATE INDEX events_at ON events (at_ms);
@@ -42,12 +43,39 @@ CREATE INDEX events_at ON events (at_ms);
 const V2: &str = "
 CREATE TABLE desired (
     device     TEXT PRIMARY KEY,
-    version    INTEGER NOT NULL,
+    version    BIGINT NOT NULL,
     cameras    TEXT NOT NULL,
     rules      TEXT NOT NULL,
-    updated_ms INTEGER NOT NULL
+    updated_ms BIGINT NOT NULL
 );
 ";
+
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The schema steps from `version` (exclusive) to the latest, in one script for `dialect`;
+/// and the latest version. A version newer than this build's is refused.
+pub(crate) fn schema_steps(dialect: Dialect, version: i64) -> Result<(String, i64), SchemaTooNew> {
+    let latest = STEPS.len() as i64;
+    if version > latest {
+        return Err(SchemaTooNew {
+            found: version,
+            supported: latest,
+        });
+    }
+    let (bigint, serial) = match dialect {
+        // SQLite's INTEGER is 64-bit; AUTOINCREMENT never reuses a seq.
+        Dialect::Sqlite => ("INTEGER", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+        Dialect::Postgres => ("BIGINT", "BIGSERIAL PRIMARY KEY"),
+    };
+    let script = STEPS[version.max(0) as usize..]
+        .concat()
+        .replace("SERIAL_KEY", serial)
+        .replace("BIGINT", bigint);
+    Ok((script, latest))
+}
 
 /// What the API and ingest need of a database. Blocking: called off the async threads.
 pub trait Database: Sink {
@@ -133,16 +161,8 @@ impl SqliteDb {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let latest = STEPS.len() as i64;
-        if version > latest {
-            return Err(SchemaTooNew {
-                found: version,
-                supported: latest,
-            }
-            .into());
-        }
+        let (steps, latest) = schema_steps(Dialect::Sqlite, version)?;
         if version < latest {
-            let steps = STEPS[version as usize..].concat();
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {steps} PRAGMA user_version = {latest}; COMMIT;"
             ))?;

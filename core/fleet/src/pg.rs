@@ -8,45 +8,7 @@ use aegis_sync::ingest::{Sink, SinkError};
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls};
 
-use crate::db::{desired_from, CoreEvent, Database, Device, Query, SchemaTooNew};
-
-/// One step per schema version, in `aegis_schema`; a fresh database runs them all.
-const STEPS: [&str; 2] = [V1, V2];
-
-const V1: &str = "
-CREATE TABLE devices (
-    id            TEXT PRIMARY KEY,
-    version       TEXT NOT NULL,
-    first_seen_ms BIGINT NOT NULL,
-    last_seen_ms  BIGINT NOT NULL,
-    health        TEXT NOT NULL
-);
-CREATE TABLE events (
-    seq         BIGSERIAL PRIMARY KEY,
-    device      TEXT NOT NULL,
-    id          TEXT NOT NULL,
-    kind        TEXT NOT NULL,
-    stream      TEXT NOT NULL,
-    label       TEXT NOT NULL,
-    rule        TEXT,
-    at_ms       BIGINT NOT NULL,
-    payload     TEXT NOT NULL,
-    ingested_ms BIGINT NOT NULL,
-    UNIQUE (device, id)
-);
-CREATE INDEX events_at ON events (at_ms);
-";
-
-/// v2: each device's desired config, versioned.
-const V2: &str = "
-CREATE TABLE desired (
-    device     TEXT PRIMARY KEY,
-    version    BIGINT NOT NULL,
-    cameras    TEXT NOT NULL,
-    rules      TEXT NOT NULL,
-    updated_ms BIGINT NOT NULL
-);
-";
+use crate::db::{desired_from, schema_steps, CoreEvent, Database, Device, Dialect, Query};
 
 pub struct PgDb {
     client: Client,
@@ -74,17 +36,9 @@ impl PgDb {
             .query_opt("SELECT version FROM aegis_schema", &[])
             .await?
             .map_or(0, |r| i64::from(r.get::<_, i32>(0)));
-        let latest = STEPS.len() as i64;
-        if version > latest {
-            return Err(SchemaTooNew {
-                found: version,
-                supported: latest,
-            }
-            .into());
-        }
+        let (steps, latest) = schema_steps(Dialect::Postgres, version)?;
         if version < latest {
-            tx.batch_execute(&STEPS[version as usize..].concat())
-                .await?;
+            tx.batch_execute(&steps).await?;
             tx.batch_execute(&format!(
                 "DELETE FROM aegis_schema; INSERT INTO aegis_schema VALUES ({latest});"
             ))
