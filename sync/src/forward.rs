@@ -16,7 +16,7 @@ use aegis_store::Store;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use tokio::sync::broadcast;
 
-use crate::STREAM;
+use crate::stream_name;
 
 /// Entries handed to the bus at a time; their acks are awaited together.
 const BATCH: usize = 500;
@@ -51,7 +51,7 @@ impl ForwardStatus {
 /// reached (they then wait in the outbox, where retention counts any it must drop).
 pub fn stream_config(device: &str, max_bytes: u64) -> stream::Config {
     stream::Config {
-        name: STREAM.to_string(),
+        name: stream_name(device),
         subjects: vec![subject::events(device)],
         retention: stream::RetentionPolicy::WorkQueue,
         discard: stream::DiscardPolicy::New,
@@ -74,6 +74,7 @@ pub async fn forward<T: Clone>(
     shutdown: Shutdown,
 ) {
     let subject = config.subjects[0].clone();
+    let name = config.name.clone();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut stream_ready = false;
     while !shutdown.is_triggered() {
@@ -81,10 +82,10 @@ pub async fn forward<T: Clone>(
             if !stream_ready {
                 js.create_or_update_stream(config.clone())
                     .await
-                    .map_err(|e| format!("cannot create the stream {STREAM}: {e}"))?;
+                    .map_err(|e| format!("cannot create the stream {name}: {e}"))?;
                 stream_ready = true;
             }
-            forward_batch(&store, &js, &subject, clock.as_ref(), &status).await
+            forward_batch(&store, &js, &subject, &name, clock.as_ref(), &status).await
         };
         let delay = match step.await {
             Ok(0) => {
@@ -121,6 +122,7 @@ async fn forward_batch(
     store: &Arc<Store>,
     js: &jetstream::Context,
     subject: &str,
+    stream: &str,
     clock: &dyn Clock,
     status: &ForwardStatus,
 ) -> Result<usize, String> {
@@ -138,7 +140,7 @@ async fn forward_batch(
         match js.send_publish(subject.to_string(), publish).await {
             Ok(ack) => pending.push((e.seq, ack)),
             Err(err) => {
-                error = Some(format!("cannot publish to the stream {STREAM}: {err}"));
+                error = Some(format!("cannot publish to the stream {stream}: {err}"));
                 break;
             }
         }
@@ -148,7 +150,7 @@ async fn forward_batch(
         match ack.await {
             Ok(_) => acked.push(seq),
             Err(e) => {
-                error.get_or_insert_with(|| format!("the stream {STREAM} refused an event: {e}"));
+                error.get_or_insert_with(|| format!("the stream {stream} refused an event: {e}"));
             }
         }
     }

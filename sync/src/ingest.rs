@@ -18,7 +18,7 @@ use aegis_proto::{subject, v1};
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{FutureExt, StreamExt};
 
-use crate::STREAM;
+use crate::stream_name;
 
 /// The core's consumer on every device stream.
 pub const CONSUMER: &str = "core";
@@ -124,7 +124,7 @@ async fn pump(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut reported = false;
     while !shutdown.is_triggered() {
-        let attached = attach(&js).await;
+        let attached = attach(&js, &device).await;
         let result = match attached {
             Ok(consumer) => {
                 backoff.reset();
@@ -148,8 +148,12 @@ async fn pump(
 
 async fn attach(
     js: &jetstream::Context,
+    device: &str,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, String> {
-    let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+    let stream = js
+        .get_stream(stream_name(device))
+        .await
+        .map_err(|e| e.to_string())?;
     stream
         .get_or_create_consumer(
             CONSUMER,

@@ -14,6 +14,10 @@ pub mod ingest;
 pub mod nats;
 
 /// A box's stream, in its own JetStream domain: its events until the core has applied them.
-pub const STREAM: &str = "EVENTS";
+/// The name carries the device id so that nothing about it (acknowledgement subjects
+/// included) is the same on two boxes.
+pub fn stream_name(device: &str) -> String {
+    format!("EVENTS-{device}")
+}
 
 pub use nats::{default_binary, NatsServer, NatsServerError, Role, ServerSpec};

@@ -28,7 +28,7 @@ async fn outage_then_catch_up(database: Option<String>) {
         async || store.outbox_backlog().unwrap() == 0,
     )
     .await;
-    assert_eq!(stream_messages(&b.js).await, N as u64);
+    assert_eq!(stream_messages(&b.js, "box-1").await, N as u64);
     assert_eq!(b.status.forwarded.load(Ordering::Relaxed), N as u64);
 
     // The hub comes up: every event reaches the core once, and leaves the box's stream.
@@ -48,7 +48,7 @@ async fn outage_then_catch_up(database: Option<String>) {
     wait_for(
         "the box's stream to empty",
         Duration::from_secs(30),
-        async || stream_messages(&b.js).await == 0,
+        async || stream_messages(&b.js, "box-1").await == 0,
     )
     .await;
     assert_eq!(core.state.ingest.rejected.load(Ordering::Relaxed), 0);
@@ -123,7 +123,7 @@ async fn malformed_messages_on_a_device_stream_are_rejected_counted_and_ingest_g
     wait_for(
         "the box's stream to empty",
         Duration::from_secs(30),
-        async || stream_messages(&b.js).await == 0,
+        async || stream_messages(&b.js, "box-2").await == 0,
     )
     .await;
 

@@ -178,8 +178,8 @@ pub async fn core_ids(core: &Core, device: &str) -> Vec<String> {
     .unwrap()
 }
 
-pub async fn stream_messages(js: &jetstream::Context) -> u64 {
-    js.get_stream(aegis_sync::STREAM)
+pub async fn stream_messages(js: &jetstream::Context, device: &str) -> u64 {
+    js.get_stream(aegis_sync::stream_name(device))
         .await
         .unwrap()
         .info()
