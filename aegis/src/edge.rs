@@ -237,24 +237,31 @@ impl EdgeSync {
             return Ok(None);
         };
         let budget = sc.budget_mb * 1024 * 1024;
+        let nats_dir = config.storage.dir.join("nats");
+        let identity = aegis_sync::enrol::Identity::load_or_create(&nats_dir)
+            .map_err(|e| anyhow::anyhow!("sync: {e}"))?;
         let spec = aegis_sync::ServerSpec {
             binary: aegis_sync::default_binary(sc.nats_server.as_deref()),
-            dir: config.storage.dir.join("nats"),
+            dir: nats_dir,
             listen: sc.listen,
             role: aegis_sync::Role::Leaf {
                 device: sc.device.clone(),
                 hub: vec![sc.hub.clone()],
                 // Room for the stream's budget plus JetStream's own bookkeeping.
                 max_file_store: budget + 64 * 1024 * 1024,
+                seed: Some(identity.seed.clone()),
             },
         };
         let leaf =
             tokio::task::spawn_blocking(move || aegis_sync::NatsServer::start(spec)).await??;
         let client = async_nats::ConnectOptions::new()
+            .custom_inbox_prefix(aegis_sync::box_inbox(&sc.device))
             .retry_on_initial_connect()
             .connect(leaf.client_url())
             .await?;
         let shutdown = appliance.shutdown_handle();
+        // Until it is enrolled the hub refuses the leaf; events wait on the box meanwhile.
+        let enrol = tokio::spawn(enrol_until_done(identity, sc.clone(), shutdown.clone()));
         let forward = tokio::spawn(aegis_sync::forward::forward(
             appliance.store.clone(),
             async_nats::jetstream::new(client.clone()),
@@ -294,7 +301,7 @@ impl EdgeSync {
         tracing::info!(device = %sc.device, hub = %sc.hub, "sync: leaf node running");
         Ok(Some(EdgeSync {
             leaf,
-            tasks: vec![forward, heartbeat, follow],
+            tasks: vec![forward, heartbeat, follow, enrol],
         }))
     }
 
@@ -304,6 +311,37 @@ impl EdgeSync {
         }
         let leaf = self.leaf;
         let _ = tokio::task::spawn_blocking(move || leaf.stop()).await;
+    }
+}
+
+/// Enrols the box with the core (once; retried while the core cannot be reached).
+async fn enrol_until_done(
+    identity: aegis_sync::enrol::Identity,
+    sc: aegis_config::SyncConfig,
+    shutdown: aegis_base::Shutdown,
+) {
+    if identity.is_enrolled() {
+        return;
+    }
+    let (Some(core), Some(token)) = (&sc.core, &sc.token) else {
+        tracing::error!(
+            device = %sc.device,
+            "sync: this box is not enrolled; set sync.core and sync.token (a join token from the core)"
+        );
+        return;
+    };
+    loop {
+        match identity.enrol(core, &sc.device, token).await {
+            Ok(()) => {
+                tracing::info!(device = %sc.device, "sync: enrolled");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "sync: enrolment failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = shutdown.triggered() => return,
+        }
     }
 }
 

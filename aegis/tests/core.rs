@@ -28,6 +28,26 @@ fn core_serves_its_health_runs_its_hub_and_stops_cleanly_on_sigterm() {
     );
     let body = wait_healthy(port);
     assert!(body.contains("\"role\":\"core\""), "{body}");
+    // Enrolment refuses what is not a live token for that device, or not a user key.
+    let enrol = |body: &str| {
+        common::http(
+            port,
+            "POST",
+            "/api/enrol",
+            &[("Content-Type", "application/json")],
+            body,
+        )
+    };
+    let key = "UASCKTNFQD2CKKHBBFRQAZKK2SQ6XK53ZBZU3332VSXMRLRZ75WJ2LAD";
+    let (status, response) = enrol(&format!(
+        r#"{{"device": "box-1", "token": "guess", "public_key": "{key}"}}"#
+    ));
+    assert_eq!(status, 403, "{response}");
+    assert!(response.contains("application/problem+json"), "{response}");
+    let (status, _) = enrol(r#"{"device": "box-1", "token": "guess", "public_key": "not a key"}"#);
+    assert_eq!(status, 422);
+    let (status, _) = enrol(r#"{"device": "box-1"}"#);
+    assert_eq!(status, 422);
     // Its hub takes NATS clients.
     let mut nats = std::net::TcpStream::connect(("127.0.0.1", hub)).unwrap();
     let mut info = [0u8; 4];

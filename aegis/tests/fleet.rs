@@ -46,9 +46,18 @@ fn core_config(dir: &Path, p: &Ports) -> PathBuf {
     path
 }
 
+/// A join token for box-1 from the core's API.
+fn join_token(p: &Ports) -> String {
+    let (status, response) = common::http(p.core, "POST", "/api/devices/box-1/token", &[], "");
+    assert_eq!(status, 200, "{response}");
+    let body: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
 /// The box: the demo clip as fast as it decodes (events all the time), or a camera that never
-/// answers (no new events), syncing to the hub.
-fn box_config(dir: &Path, p: &Ports, busy: bool) -> PathBuf {
+/// answers (no new events), syncing to the hub, enrolling with `token`.
+fn box_config(dir: &Path, p: &Ports, busy: bool, token: &str) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let camera = if busy {
         format!(
@@ -62,12 +71,13 @@ fn box_config(dir: &Path, p: &Ports, busy: bool) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "cameras: [{camera}]\ndetector: {{model: '{}/models/ssdlite_mbv2_person.yaml'}}\nhttp: {{listen: '127.0.0.1:{}'}}\nstorage: {{dir: '{}'}}\nsync: {{device: box-1, hub: 'nats-leaf://127.0.0.1:{}', listen: '127.0.0.1:{}', heartbeat_s: 0.5}}\n",
+            "cameras: [{camera}]\ndetector: {{model: '{}/models/ssdlite_mbv2_person.yaml'}}\nhttp: {{listen: '127.0.0.1:{}'}}\nstorage: {{dir: '{}'}}\nsync: {{device: box-1, hub: 'nats-leaf://127.0.0.1:{}', listen: '127.0.0.1:{}', heartbeat_s: 0.5, core: 'http://127.0.0.1:{}', token: '{token}'}}\n",
             repo.display(),
             p.appliance,
             dir.join("box").display(),
             p.hub_leaf,
-            p.leaf
+            p.leaf,
+            p.core
         ),
     )
     .unwrap();
@@ -108,8 +118,9 @@ fn kill_9_of_the_appliance_and_the_core_loses_no_event_and_duplicates_none() {
     let d = dir.path();
     let p = Ports::new();
     let core_cfg = core_config(d, &p);
-    let busy = box_config(d, &p, true);
     let mut core = start_core(&core_cfg, p.core);
+    let token = join_token(&p);
+    let busy = box_config(d, &p, true, &token);
     let mut appliance = run(&busy);
     wait_healthy(p.appliance);
 
@@ -130,7 +141,7 @@ fn kill_9_of_the_appliance_and_the_core_loses_no_event_and_duplicates_none() {
     assert!(made.len() > 50, "the box made events: {}", made.len());
 
     // The box comes back with nothing to watch; its backlog still reaches the core.
-    let idle = run(&box_config(d, &p, false));
+    let idle = run(&box_config(d, &p, false, &token));
     wait_healthy(p.appliance);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -210,7 +221,7 @@ fn a_config_pushed_while_the_box_is_away_is_applied_on_return_and_a_bad_one_roll
     let d = dir.path();
     let p = Ports::new();
     let core = start_core(&core_config(d, &p), p.core);
-    let box_cfg = box_config(d, &p, false);
+    let box_cfg = box_config(d, &p, false, &join_token(&p));
 
     // The box registers with its heartbeats, then goes away.
     let b = run(&box_cfg);

@@ -69,6 +69,17 @@ pub mod v1 {
         pub config: Option<ConfigReport>,
     }
 
+    /// What a box sends to the core's `POST /api/enrol`, once.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct EnrolRequest {
+        pub device: String,
+        /// The one-time join token the core issued for this device.
+        pub token: String,
+        /// The box's public nkey (`U…`); its seed never leaves the box.
+        pub public_key: String,
+    }
+
     /// The `schema` tag of every v1 desired config.
     pub const DESIRED_SCHEMA: &str = "aegis.desired.v1";
 
@@ -124,8 +135,15 @@ pub mod subject {
     /// Every box's heartbeats, for the core.
     pub const ALL_HEALTH: &str = "aegis.*.health";
 
-    /// The hub's key-value bucket of desired configs, one key per device (its id).
-    pub const DESIRED_BUCKET: &str = "aegis-desired";
+    /// A device's own key-value bucket on the hub, holding its desired config under
+    /// [`DESIRED_KEY`]. One bucket per device, so that a device can be allowed to read its own
+    /// and nothing else.
+    pub fn desired_bucket(device: &str) -> String {
+        format!("aegis-desired-{device}")
+    }
+
+    /// The key of the desired config in a device's bucket.
+    pub const DESIRED_KEY: &str = "config";
 
     /// The device a subject under `aegis.<device>.` belongs to.
     pub fn device_of(subject: &str) -> Option<&str> {

@@ -1,6 +1,5 @@
 //! The box's side of desired and reported config. The core puts each device's desired config
-//! in the hub's key-value bucket (key = device id); the box watches its own key through its
-//! leaf, so a change made while it was offline arrives when it reconnects. Each new version is
+//! in that device's own key-value bucket on the hub; the box watches it through its leaf, so a change made while it was offline arrives when it reconnects. Each new version is
 //! applied as one transaction (pending → applied, or rolled back to the last known good), and
 //! the outcome, kept on disk, rides on every heartbeat.
 
@@ -9,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aegis_base::{Backoff, Shutdown};
-use aegis_proto::subject::DESIRED_BUCKET;
+use aegis_proto::subject::{desired_bucket, DESIRED_KEY};
 use aegis_proto::v1::{self, ConfigReport, ConfigState};
 use async_nats::jetstream;
 use futures::StreamExt;
@@ -86,11 +85,11 @@ async fn watch(
     backoff: &mut Backoff,
 ) -> Result<(), String> {
     let kv = js
-        .get_key_value(DESIRED_BUCKET)
+        .get_key_value(desired_bucket(device))
         .await
         .map_err(|e| e.to_string())?;
     let mut entries = kv
-        .watch_with_history(device)
+        .watch_with_history(DESIRED_KEY)
         .await
         .map_err(|e| e.to_string())?;
     backoff.reset();

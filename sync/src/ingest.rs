@@ -46,24 +46,44 @@ pub struct IngestStatus {
     pub heartbeats: AtomicU64,
 }
 
+/// How the core reaches the hub.
+#[derive(Debug, Clone)]
+pub struct HubAccess {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl HubAccess {
+    /// A connection to the hub whose inboxes start with `inbox_prefix`.
+    pub async fn connect(
+        &self,
+        inbox_prefix: &str,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        async_nats::ConnectOptions::with_user_and_password(self.user.clone(), self.password.clone())
+            .custom_inbox_prefix(inbox_prefix)
+            .retry_on_initial_connect()
+            .connect(&self.url)
+            .await
+    }
+}
+
 /// Runs ingest until `shutdown`: each of `devices` (those already registered) and each device
-/// a heartbeat registers gets its own event pump.
+/// a heartbeat registers gets its own event pump, on its own connection whose inboxes only that
+/// device may answer on (ADR 0007).
 pub async fn run(
-    client: async_nats::Client,
+    hub: HubAccess,
     sink: Arc<dyn Sink>,
     devices: Vec<String>,
     status: Arc<IngestStatus>,
     shutdown: Shutdown,
-) -> Result<(), async_nats::SubscribeError> {
+) -> Result<(), async_nats::Error> {
+    let client = hub.connect("_aegis_core").await?;
     let mut health = client.subscribe(subject::ALL_HEALTH).await?;
     let pumps = Arc::new(Mutex::new(HashSet::new()));
     let start_pump = {
-        let (client, sink, status, shutdown) = (
-            client.clone(),
-            sink.clone(),
-            status.clone(),
-            shutdown.clone(),
-        );
+        let (hub, sink, status, shutdown) =
+            (hub.clone(), sink.clone(), status.clone(), shutdown.clone());
         let pumps = pumps.clone();
         move |device: String| {
             if pumps
@@ -72,7 +92,7 @@ pub async fn run(
                 .insert(device.clone())
             {
                 tokio::spawn(pump(
-                    client.clone(),
+                    hub.clone(),
                     device,
                     sink.clone(),
                     status.clone(),
@@ -114,12 +134,19 @@ fn parse_health(message: &async_nats::Message) -> Option<v1::Health> {
 
 /// Pulls one device's events for ever, re-attaching whenever its leaf is away.
 async fn pump(
-    client: async_nats::Client,
+    hub: HubAccess,
     device: String,
     sink: Arc<dyn Sink>,
     status: Arc<IngestStatus>,
     shutdown: Shutdown,
 ) {
+    let client = match hub.connect(&crate::core_inbox(&device)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(%device, error = %e, "cannot connect to the hub");
+            return;
+        }
+    };
     let js = jetstream::with_domain(client, &device);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut reported = false;

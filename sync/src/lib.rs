@@ -8,6 +8,8 @@
 #[cfg(feature = "client")]
 pub mod desired;
 #[cfg(feature = "client")]
+pub mod enrol;
+#[cfg(feature = "client")]
 pub mod forward;
 #[cfg(feature = "server")]
 pub mod ingest;
@@ -20,4 +22,6 @@ pub fn stream_name(device: &str) -> String {
     format!("EVENTS-{device}")
 }
 
-pub use nats::{default_binary, NatsServer, NatsServerError, Role, ServerSpec};
+pub use nats::{
+    box_inbox, core_inbox, default_binary, DeviceKey, NatsServer, NatsServerError, Role, ServerSpec,
+};

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aegis_base::Backoff;
@@ -38,9 +38,62 @@ pub enum Role {
         hub: Vec<String>,
         /// The most bytes JetStream may keep on disk.
         max_file_store: u64,
+        /// The device's nkey seed, which authenticates its leaf connection (enrolment).
+        seed: Option<String>,
     },
-    /// The core's hub: JetStream in the `hub` domain, accepting leaf nodes on `leaf_listen`.
-    Hub { leaf_listen: SocketAddr },
+    /// The core's hub: JetStream in the `hub` domain, accepting leaf nodes on `leaf_listen`
+    /// from enrolled devices only, each limited to its own subjects.
+    Hub {
+        leaf_listen: SocketAddr,
+        /// The core's own client: user name and password (made afresh at each start).
+        core: (String, String),
+        /// Enrolled devices and their public nkeys.
+        devices: Vec<DeviceKey>,
+    },
+}
+
+/// An enrolled device's identity on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceKey {
+    pub device: String,
+    /// Its public nkey (`U…`); it holds the seed, the hub only this.
+    pub nkey: String,
+}
+
+/// The inbox prefix of the core's client for one device: that device may answer on it, and
+/// on no other client's inbox.
+pub fn core_inbox(device: &str) -> String {
+    format!("_aegis_core.{device}")
+}
+
+/// The inbox prefix of a box's own client: the hub sends a device only its own replies.
+pub fn box_inbox(device: &str) -> String {
+    format!("_aegis_box.{device}")
+}
+
+/// What a device's leaf connection may send into the hub (`publish`) and receive from it
+/// (`subscribe`): its own subjects, its answers to the core, and the reading of its own desired
+/// config. Everything else is refused by the hub.
+fn device_permissions(device: &str) -> serde_json::Value {
+    let bucket = aegis_proto::subject::desired_bucket(device);
+    json!({
+        "publish": { "allow": [
+            format!("aegis.{device}.>"),
+            format!("{}.>", core_inbox(device)),
+            format!("$JS.{HUB_DOMAIN}.API.STREAM.INFO.KV_{bucket}"),
+            format!("$JS.{HUB_DOMAIN}.API.CONSUMER.CREATE.KV_{bucket}"),
+            format!("$JS.{HUB_DOMAIN}.API.CONSUMER.CREATE.KV_{bucket}.>"),
+            format!("$JS.{HUB_DOMAIN}.API.CONSUMER.DELETE.KV_{bucket}.*"),
+            format!("$JS.FC.KV_{bucket}.>"),
+        ]},
+        "subscribe": { "allow": [
+            format!("aegis.{device}.>"),
+            format!("$JS.{device}.API.>"),
+            format!("$JS.ACK.{}.>", crate::stream_name(device)),
+            format!("$JS.ACK.{device}.>"),
+            format!("{}.>", box_inbox(device)),
+        ]},
+    })
 }
 
 /// The JetStream domain of the hub.
@@ -73,6 +126,7 @@ impl ServerSpec {
                 device,
                 hub,
                 max_file_store,
+                seed,
             } => {
                 conf["server_name"] = json!(format!("aegis-leaf-{device}"));
                 conf["jetstream"] = json!({
@@ -81,15 +135,29 @@ impl ServerSpec {
                     "max_file_store": max_file_store,
                     "max_memory_store": 0,
                 });
-                conf["leafnodes"] = json!({
-                    "reconnect": "1s",
-                    "remotes": [{ "urls": hub }],
-                });
+                let mut remote = json!({ "urls": hub });
+                if let Some(seed) = seed {
+                    remote["nkey"] = json!(seed);
+                }
+                conf["leafnodes"] = json!({ "reconnect": "1s", "remotes": [remote] });
             }
-            Role::Hub { leaf_listen } => {
+            Role::Hub {
+                leaf_listen,
+                core,
+                devices,
+            } => {
                 conf["server_name"] = json!("aegis-hub");
                 conf["jetstream"] = json!({ "store_dir": store, "domain": HUB_DOMAIN });
                 conf["leafnodes"] = json!({ "listen": leaf_listen.to_string() });
+                let mut users = vec![json!({ "user": core.0, "password": core.1 })];
+                users.extend(devices.iter().map(|d| {
+                    json!({
+                        "nkey": d.nkey,
+                        "allowed_connection_types": ["LEAFNODE"],
+                        "permissions": device_permissions(&d.device),
+                    })
+                }));
+                conf["authorization"] = json!({ "users": users });
             }
         }
         serde_json::to_string_pretty(&conf).expect("a JSON value always serialises")
@@ -101,6 +169,20 @@ impl ServerSpec {
 
     fn conf_path(&self) -> PathBuf {
         self.dir.join("nats-server.conf")
+    }
+
+    /// Writes the config file durably (it holds credentials: owner-only).
+    fn write_conf(&self) -> Result<(), NatsServerError> {
+        let conf = self.conf_path();
+        aegis_base::write_durably(
+            &self.dir.join("nats-server.conf.tmp"),
+            &conf,
+            self.render().as_bytes(),
+        )
+        .and_then(|()| {
+            std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        })
+        .map_err(|e| NatsServerError::Write(conf, e))
     }
 
     /// The URL clients use.
@@ -121,9 +203,8 @@ pub fn default_binary(configured: Option<&Path>) -> PathBuf {
 /// then waited for) by [`NatsServer::stop`] or on drop.
 pub struct NatsServer {
     spec: ServerSpec,
-    pid: Arc<AtomicU32>,
-    stopping: Arc<AtomicBool>,
-    supervisor: Option<std::thread::JoinHandle<()>>,
+    control: Arc<Control>,
+    supervisor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl NatsServer {
@@ -131,29 +212,22 @@ impl NatsServer {
     pub fn start(spec: ServerSpec) -> Result<NatsServer, NatsServerError> {
         std::fs::create_dir_all(&spec.dir)
             .map_err(|e| NatsServerError::Write(spec.dir.clone(), e))?;
-        let conf = spec.conf_path();
-        aegis_base::write_durably(
-            &spec.dir.join("nats-server.conf.tmp"),
-            &conf,
-            spec.render().as_bytes(),
-        )
-        .map_err(|e| NatsServerError::Write(conf.clone(), e))?;
+        spec.write_conf()?;
         // A server left over from a killed predecessor exits with it (see `spawn`); give it the
         // time to, rather than mistake it for ours.
         wait_port_free(&spec)?;
-        let pid = Arc::new(AtomicU32::new(0));
-        let stopping = Arc::new(AtomicBool::new(false));
+        let control = Arc::new(Control::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         // The child is spawned by the thread that supervises it: its parent-death signal is
         // tied to that thread, which lives exactly as long as the server should.
         let supervisor = {
             let binary = spec.binary.clone();
-            let (spec, pid, stopping) = (spec.clone(), pid.clone(), stopping.clone());
+            let (spec, control) = (spec.clone(), control.clone());
             std::thread::Builder::new()
                 .name("nats-server".into())
                 .spawn(move || {
                     let started = spawn(&spec).and_then(|mut child| {
-                        pid.store(child.id(), Ordering::SeqCst);
+                        control.pid.store(child.id(), Ordering::SeqCst);
                         match wait_ready(&spec) {
                             Ok(()) => Ok(child),
                             Err(e) => {
@@ -166,7 +240,7 @@ impl NatsServer {
                     match started {
                         Ok(child) => {
                             let _ = ready_tx.send(Ok(()));
-                            supervise(spec, child, pid, stopping);
+                            supervise(spec, child, control);
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -187,9 +261,8 @@ impl NatsServer {
         }
         Ok(NatsServer {
             spec,
-            pid,
-            stopping,
-            supervisor: Some(supervisor),
+            control,
+            supervisor: Mutex::new(Some(supervisor)),
         })
     }
 
@@ -199,18 +272,44 @@ impl NatsServer {
 
     /// The server's process id (0 while it is being restarted).
     pub fn pid(&self) -> u32 {
-        self.pid.load(Ordering::SeqCst)
+        self.control.pid.load(Ordering::SeqCst)
+    }
+
+    /// Puts a new role in force without a restart (SIGHUP): for the hub, who may connect.
+    /// Connections whose user is gone are closed by the server.
+    pub fn reload(&self, role: Role) -> Result<(), NatsServerError> {
+        let spec = ServerSpec {
+            role,
+            ..self.spec.clone()
+        };
+        spec.write_conf()?;
+        signal(self.pid(), libc::SIGHUP);
+        Ok(())
+    }
+
+    /// Puts a new role in force by restarting the server: every connection is made anew under
+    /// it. A reload does not close the leaf connections of a user it removes; this does.
+    pub fn restart(&self, role: Role) -> Result<(), NatsServerError> {
+        let spec = ServerSpec {
+            role,
+            ..self.spec.clone()
+        };
+        spec.write_conf()?;
+        self.control.restarting.store(true, Ordering::SeqCst);
+        signal(self.pid(), libc::SIGTERM);
+        Ok(())
     }
 
     /// Stops the server and waits for it to exit.
-    pub fn stop(mut self) {
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.supervisor.take() {
-            signal(self.pid.load(Ordering::SeqCst), libc::SIGTERM);
+    pub fn stop(&self) {
+        self.control.stopping.store(true, Ordering::SeqCst);
+        let thread = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            signal(self.pid(), libc::SIGTERM);
             let _ = thread.join();
         }
     }
@@ -218,7 +317,7 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        self.shut_down();
+        self.stop();
     }
 }
 
@@ -284,8 +383,24 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// What the supervising thread and the handle share.
+#[derive(Default)]
+struct Control {
+    /// The child's pid (0 while there is none).
+    pid: AtomicU32,
+    /// Set by `stop`: the exit that follows is the end.
+    stopping: AtomicBool,
+    /// Set by `restart`: the exit that follows is asked for; start again at once.
+    restarting: AtomicBool,
+}
+
 /// Waits on the child; when it exits without being asked to, logs why and starts it again.
-fn supervise(spec: ServerSpec, child: Child, pid: Arc<AtomicU32>, stopping: Arc<AtomicBool>) {
+fn supervise(spec: ServerSpec, child: Child, control: Arc<Control>) {
+    let Control {
+        pid,
+        stopping,
+        restarting,
+    } = &*control;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut child = Some(child);
     loop {
@@ -295,9 +410,15 @@ fn supervise(spec: ServerSpec, child: Child, pid: Arc<AtomicU32>, stopping: Arc<
             if stopping.load(Ordering::SeqCst) {
                 return;
             }
-            tracing::error!(?status, log = %log_tail(&spec.log_path()), "nats-server exited; restarting it");
+            if restarting.swap(false, Ordering::SeqCst) {
+                tracing::info!("nats-server restarted with its new config");
+            } else {
+                tracing::error!(?status, log = %log_tail(&spec.log_path()), "nats-server exited; restarting it");
+                std::thread::sleep(backoff.next_delay());
+            }
+        } else {
+            std::thread::sleep(backoff.next_delay());
         }
-        std::thread::sleep(backoff.next_delay());
         if stopping.load(Ordering::SeqCst) {
             return;
         }

@@ -254,6 +254,12 @@ pub struct SyncConfig {
     /// The nats-server executable (default: `AEGIS_NATS_SERVER`, else `nats-server` on PATH).
     #[serde(default)]
     pub nats_server: Option<PathBuf>,
+    /// The core's API (`http://core.example:8090`), to enrol at.
+    #[serde(default)]
+    pub core: Option<String>,
+    /// The join token the core issued for this device; needed until the box is enrolled.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 fn default_leaf_listen() -> SocketAddr {
@@ -548,6 +554,14 @@ impl Config {
                     "sync.hub".into(),
                     "must be a nats-leaf://, nats:// or tls:// URL of the hub's leaf-node port",
                 );
+            }
+            if let Some(core) = &sync.core {
+                if !core.starts_with("http://") && !core.starts_with("https://") {
+                    err(
+                        "sync.core".into(),
+                        "must be the http:// or https:// URL of the core's API",
+                    );
+                }
             }
             if sync.budget_mb < 16 {
                 err("sync.budget_mb".into(), "must be at least 16");

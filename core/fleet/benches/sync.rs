@@ -21,7 +21,7 @@ use aegis_store::Store;
 use aegis_sync::forward;
 use aegis_sync::{NatsServer, Role, ServerSpec};
 use aegis_testkit::free_port;
-use common::{commit, start_box, start_core, wait_for, Ports};
+use common::{commit, enrol, start_box, start_core, wait_for, Ports};
 use serde_json::json;
 
 const DB_EVENTS: usize = 200_000;
@@ -71,9 +71,13 @@ async fn db_apply(name: &str, db: Arc<dyn Database>) {
 async fn drain(name: &str, database: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
+    let (core, shutdown) = start_core(dir.path(), &ports, database.clone()).await;
+    let seed = enrol(&core, dir.path(), "box-1").await;
+    shutdown.trigger();
+    core.stop().await;
     let store = Arc::new(Store::open(&dir.path().join("box")).unwrap());
     commit(&store, BACKLOG);
-    let b = start_box(dir.path(), "box-1", store.clone(), &ports).await;
+    let b = start_box(dir.path(), "box-1", store.clone(), ports.hub_leaf, seed).await;
     wait_for(
         "the backlog in the leaf",
         Duration::from_secs(300),
@@ -110,7 +114,8 @@ async fn latency(name: &str, database: Option<String>) {
     let ports = Ports::new();
     let store = Arc::new(Store::open(&dir.path().join("box")).unwrap());
     let (core, shutdown) = start_core(dir.path(), &ports, database).await;
-    let b = start_box(dir.path(), "box-1", store.clone(), &ports).await;
+    let seed = enrol(&core, dir.path(), "box-1").await;
+    let b = start_box(dir.path(), "box-1", store.clone(), ports.hub_leaf, seed).await;
     let applied = || core.state.ingest.applied.load(Ordering::Relaxed);
     // Warm up: the device is registered and its pump attached.
     commit(&store, 1);
@@ -150,12 +155,19 @@ async fn fleet() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
     let hub_leaf = format!("nats-leaf://127.0.0.1:{}", ports.hub_leaf);
-    // The devices first (their leaves dial the hub until it is there), so that what the
-    // process gains afterwards is the core's.
+    // Enrolled first; then the devices start (their leaves dial the hub until it is there),
+    // so that what the process gains afterwards is the core's.
+    let names: Vec<String> = (0..DEVICES).map(|i| format!("sim-{i:03}")).collect();
+    let mut seeds = Vec::new();
+    let (core, core_shutdown) = start_core(dir.path(), &ports, None).await;
+    for device in &names {
+        seeds.push(enrol(&core, dir.path(), device).await);
+    }
+    core_shutdown.trigger();
+    core.stop().await;
     let mut leaves = Vec::new();
     let mut clients = Vec::new();
-    for i in 0..DEVICES {
-        let device = format!("sim-{i:03}");
+    for (device, seed) in names.into_iter().zip(seeds) {
         let spec = ServerSpec {
             binary: aegis_sync::default_binary(None),
             dir: dir.path().join(&device),
@@ -164,13 +176,18 @@ async fn fleet() {
                 device: device.clone(),
                 hub: vec![hub_leaf.clone()],
                 max_file_store: 64 << 20,
+                seed: Some(seed),
             },
         };
         let leaf = tokio::task::spawn_blocking(move || NatsServer::start(spec))
             .await
             .unwrap()
             .unwrap();
-        let client = async_nats::connect(leaf.client_url()).await.unwrap();
+        let client = async_nats::ConnectOptions::new()
+            .custom_inbox_prefix(aegis_sync::box_inbox(&device))
+            .connect(leaf.client_url())
+            .await
+            .unwrap();
         let js = async_nats::jetstream::new(client.clone());
         js.create_or_update_stream(forward::stream_config(&device, 32 << 20))
             .await

@@ -8,12 +8,13 @@ use std::sync::{Mutex, MutexGuard};
 use aegis_base::{Clock, SystemClock};
 use aegis_proto::v1;
 use aegis_sync::ingest::{Sink, SinkError};
+use aegis_sync::DeviceKey;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
 /// One step per schema version; a fresh database runs them all. Written once for both
 /// databases: `BIGINT` and `SERIAL_KEY` are spelled per dialect by [`schema_steps`].
-const STEPS: [&str; 2] = [V1, V2];
+const STEPS: [&str; 3] = [V1, V2, V3];
 
 const V1: &str = "
 CREATE TABLE devices (
@@ -47,6 +48,19 @@ CREATE TABLE desired (
     cameras    TEXT NOT NULL,
     rules      TEXT NOT NULL,
     updated_ms BIGINT NOT NULL
+);
+";
+
+/// v3: each device's identity: a pending join token (its SHA-256), then its public nkey once
+/// enrolled, and when it was revoked.
+const V3: &str = "
+CREATE TABLE identities (
+    device           TEXT PRIMARY KEY,
+    token_sha256     TEXT,
+    token_expires_ms BIGINT,
+    nkey             TEXT,
+    enrolled_ms      BIGINT,
+    revoked_ms       BIGINT
 );
 ";
 
@@ -90,6 +104,26 @@ pub trait Database: Sink {
         rules: &serde_json::Value,
     ) -> Result<v1::Desired, SinkError>;
     fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError>;
+    /// Records a join token (by its hash) for `device`, replacing any earlier one.
+    fn issue_token(
+        &self,
+        device: &str,
+        token_sha256: &str,
+        expires_ms: i64,
+    ) -> Result<(), SinkError>;
+    /// Enrols `device` with `nkey` if `token_sha256` is its live token; the token is used up.
+    /// Returns whether it was.
+    fn enrol(
+        &self,
+        device: &str,
+        token_sha256: &str,
+        nkey: &str,
+        now_ms: i64,
+    ) -> Result<bool, SinkError>;
+    /// Revokes `device`'s identity. Returns whether it had one in force.
+    fn revoke(&self, device: &str, now_ms: i64) -> Result<bool, SinkError>;
+    /// The enrolled, unrevoked devices and their public nkeys.
+    fn device_keys(&self) -> Result<Vec<DeviceKey>, SinkError>;
 }
 
 /// A desired config as the database row holds it.
@@ -268,6 +302,58 @@ impl Database for SqliteDb {
             )?)),
             None => Ok(None),
         }
+    }
+
+    fn issue_token(
+        &self,
+        device: &str,
+        token_sha256: &str,
+        expires_ms: i64,
+    ) -> Result<(), SinkError> {
+        self.conn().execute(
+            "INSERT INTO identities (device, token_sha256, token_expires_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (device) DO UPDATE SET token_sha256 = ?2, token_expires_ms = ?3",
+            params![device, token_sha256, expires_ms],
+        )?;
+        Ok(())
+    }
+
+    fn enrol(
+        &self,
+        device: &str,
+        token_sha256: &str,
+        nkey: &str,
+        now_ms: i64,
+    ) -> Result<bool, SinkError> {
+        Ok(self.conn().execute(
+            "UPDATE identities SET nkey = ?3, enrolled_ms = ?4, revoked_ms = NULL,
+                 token_sha256 = NULL, token_expires_ms = NULL
+             WHERE device = ?1 AND token_sha256 = ?2 AND token_expires_ms > ?4",
+            params![device, token_sha256, nkey, now_ms],
+        )? == 1)
+    }
+
+    fn revoke(&self, device: &str, now_ms: i64) -> Result<bool, SinkError> {
+        Ok(self.conn().execute(
+            "UPDATE identities SET revoked_ms = ?2, token_sha256 = NULL
+             WHERE device = ?1 AND nkey IS NOT NULL AND revoked_ms IS NULL",
+            params![device, now_ms],
+        )? == 1)
+    }
+
+    fn device_keys(&self) -> Result<Vec<DeviceKey>, SinkError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT device, nkey FROM identities
+             WHERE nkey IS NOT NULL AND revoked_ms IS NULL ORDER BY device",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DeviceKey {
+                device: r.get(0)?,
+                nkey: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

@@ -2,6 +2,7 @@
 //! core's database, the device registry, and the API over them (ADR 0007).
 
 pub mod db;
+pub mod enrol;
 pub mod pg;
 
 use std::net::SocketAddr;
@@ -10,15 +11,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use aegis_base::{Clock, Shutdown, SystemClock};
-use aegis_proto::subject::DESIRED_BUCKET;
-use aegis_sync::ingest::{self, IngestStatus};
+use aegis_sync::ingest::{self, HubAccess, IngestStatus};
 use aegis_sync::{NatsServer, Role, ServerSpec};
 use async_nats::jetstream::kv;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use db::{Database, SqliteDb};
 use pg::PgDb;
@@ -95,14 +95,16 @@ impl CoreConfig {
 pub struct CoreState {
     pub db: Arc<dyn Database>,
     pub ingest: Arc<IngestStatus>,
-    /// The hub's bucket of desired configs, which the boxes watch.
-    desired: kv::Store,
+    /// The hub's JetStream, which holds each device's desired-config bucket.
+    desired: async_nats::jetstream::Context,
+    hub: Arc<NatsServer>,
+    hub_auth: Arc<HubAuth>,
 }
 
 /// A running core: its hub, ingest and state. The API is served with [`serve`].
 pub struct Core {
     pub state: CoreState,
-    hub: NatsServer,
+    hub: Arc<NatsServer>,
     ingest: tokio::task::JoinHandle<()>,
 }
 
@@ -125,32 +127,34 @@ impl Core {
                 }
             };
         let d = db.clone();
-        let devices = tokio::task::spawn_blocking(move || d.list_devices())
-            .await?
-            .map_err(|e| anyhow::anyhow!("cannot read the device registry: {e}"))?;
+        let (devices, keys) = tokio::task::spawn_blocking(move || {
+            Ok::<_, aegis_sync::ingest::SinkError>((d.list_devices()?, d.device_keys()?))
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot read the device registry: {e}"))?;
+        // The core's own hub user, with a password made afresh at each start.
+        let access = HubAccess {
+            url: format!("nats://{}", config.hub.listen),
+            user: "aegis-core".into(),
+            password: enrol::random_hex(),
+        };
+        let hub_auth = HubAuth {
+            leaf_listen: config.hub.leaf_listen,
+            core: (access.user.clone(), access.password.clone()),
+        };
         let spec = ServerSpec {
             binary: aegis_sync::default_binary(config.hub.nats_server.as_deref()),
             dir: config.data.join("hub"),
             listen: config.hub.listen,
-            role: Role::Hub {
-                leaf_listen: config.hub.leaf_listen,
-            },
+            role: hub_auth.role(keys),
         };
-        let hub = tokio::task::spawn_blocking(move || NatsServer::start(spec)).await??;
-        let client = async_nats::connect(hub.client_url()).await?;
-        let desired = async_nats::jetstream::new(client.clone())
-            .create_or_update_key_value(kv::Config {
-                bucket: DESIRED_BUCKET.into(),
-                history: 1,
-                storage: async_nats::jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await?;
+        let hub = Arc::new(tokio::task::spawn_blocking(move || NatsServer::start(spec)).await??);
+        let desired = async_nats::jetstream::new(access.connect("_aegis_core_kv").await?);
         let status = Arc::new(IngestStatus::default());
         let (sink, s) = (db.clone(), status.clone());
         let ingest = tokio::spawn(async move {
             let ids = devices.into_iter().map(|d| d.id).collect();
-            if let Err(e) = ingest::run(client, sink, ids, s, shutdown).await {
+            if let Err(e) = ingest::run(access, sink, ids, s, shutdown).await {
                 tracing::error!(error = %e, "ingest stopped");
             }
         });
@@ -160,6 +164,8 @@ impl Core {
                 db,
                 ingest: status,
                 desired,
+                hub: hub.clone(),
+                hub_auth: Arc::new(hub_auth),
             },
             hub,
             ingest,
@@ -179,6 +185,22 @@ impl Core {
     }
 }
 
+/// What the hub's config is made of, besides the enrolled devices.
+pub struct HubAuth {
+    leaf_listen: SocketAddr,
+    core: (String, String),
+}
+
+impl HubAuth {
+    fn role(&self, devices: Vec<aegis_sync::DeviceKey>) -> Role {
+        Role::Hub {
+            leaf_listen: self.leaf_listen,
+            core: self.core.clone(),
+            devices,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Health {
     status: &'static str,
@@ -195,6 +217,9 @@ pub fn router(state: CoreState) -> Router {
         .route("/api/events", get(events))
         .route("/api/ingest", get(ingest_status))
         .route("/api/devices/{id}/config", get(get_config).put(put_config))
+        .route("/api/devices/{id}/token", post(enrol::issue))
+        .route("/api/devices/{id}/revoke", post(enrol::revoke))
+        .route("/api/enrol", post(enrol::enrol))
         .with_state(state)
 }
 
@@ -208,7 +233,7 @@ async fn health() -> Json<Health> {
 }
 
 /// An RFC 9457 problem.
-fn problem(status: StatusCode, detail: String) -> Response {
+pub(crate) fn problem(status: StatusCode, detail: String) -> Response {
     let body = serde_json::json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or(""),
@@ -223,7 +248,7 @@ fn problem(status: StatusCode, detail: String) -> Response {
         .into_response()
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -367,24 +392,59 @@ async fn put_config(
         serde_json::Value::Array(body.cameras),
         serde_json::Value::Object(body.rules),
     );
-    let db = s.db.clone();
-    let put = tokio::task::spawn_blocking(move || db.put_desired(&id, &cameras, &rules)).await;
-    let desired = match put {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return internal(e),
-        Err(e) => return internal(e),
-    };
-    let bytes = serde_json::to_vec(&desired).expect("desired configs always serialise");
-    if let Err(e) = s.desired.put(&desired.device, bytes.into()).await {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "version {} is recorded but the hub did not take it: {e}",
-                desired.version
-            ),
-        );
+    match s.put_desired(&id, cameras, rules).await {
+        Ok(desired) => Json(desired).into_response(),
+        Err(DesiredError::Database(e)) => internal(e),
+        Err(e @ DesiredError::Hub { .. }) => {
+            problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
     }
-    Json(desired).into_response()
+}
+
+/// Why a desired config could not be put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error("{0}")]
+    Database(String),
+    #[error("version {version} is recorded but the hub did not take it: {error}")]
+    Hub { version: u64, error: String },
+}
+
+impl CoreState {
+    /// Records a new desired config for `device` (the next version) and puts it in the
+    /// device's bucket on the hub, where the box finds it now or when it next connects.
+    pub async fn put_desired(
+        &self,
+        device: &str,
+        cameras: serde_json::Value,
+        rules: serde_json::Value,
+    ) -> Result<aegis_proto::v1::Desired, DesiredError> {
+        let (db, d) = (self.db.clone(), device.to_string());
+        let desired = tokio::task::spawn_blocking(move || db.put_desired(&d, &cameras, &rules))
+            .await
+            .map_err(|e| DesiredError::Database(e.to_string()))?
+            .map_err(|e| DesiredError::Database(e.to_string()))?;
+        let bytes = serde_json::to_vec(&desired).expect("desired configs always serialise");
+        let hub = |error: String| DesiredError::Hub {
+            version: desired.version,
+            error,
+        };
+        let bucket = self
+            .desired
+            .create_or_update_key_value(kv::Config {
+                bucket: aegis_proto::subject::desired_bucket(device),
+                history: 1,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| hub(e.to_string()))?;
+        bucket
+            .put(aegis_proto::subject::DESIRED_KEY, bytes.into())
+            .await
+            .map_err(|e| hub(e.to_string()))?;
+        Ok(desired)
+    }
 }
 
 async fn ingest_status(State(s): State<CoreState>) -> Json<serde_json::Value> {

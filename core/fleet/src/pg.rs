@@ -5,6 +5,7 @@
 use aegis_base::{Clock, SystemClock};
 use aegis_proto::v1;
 use aegis_sync::ingest::{Sink, SinkError};
+use aegis_sync::DeviceKey;
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls};
 
@@ -128,6 +129,58 @@ impl Database for PgDb {
         ))?;
         row.map(|r| desired_from(device.to_string(), r.get(0), r.get(1), r.get(2)))
             .transpose()
+    }
+
+    fn issue_token(
+        &self,
+        device: &str,
+        token_sha256: &str,
+        expires_ms: i64,
+    ) -> Result<(), SinkError> {
+        self.wait(self.client.execute(
+            "INSERT INTO identities (device, token_sha256, token_expires_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (device) DO UPDATE SET token_sha256 = $2, token_expires_ms = $3",
+            &[&device, &token_sha256, &expires_ms],
+        ))?;
+        Ok(())
+    }
+
+    fn enrol(
+        &self,
+        device: &str,
+        token_sha256: &str,
+        nkey: &str,
+        now_ms: i64,
+    ) -> Result<bool, SinkError> {
+        Ok(self.wait(self.client.execute(
+            "UPDATE identities SET nkey = $3, enrolled_ms = $4, revoked_ms = NULL,
+                 token_sha256 = NULL, token_expires_ms = NULL
+             WHERE device = $1 AND token_sha256 = $2 AND token_expires_ms > $4",
+            &[&device, &token_sha256, &nkey, &now_ms],
+        ))? == 1)
+    }
+
+    fn revoke(&self, device: &str, now_ms: i64) -> Result<bool, SinkError> {
+        Ok(self.wait(self.client.execute(
+            "UPDATE identities SET revoked_ms = $2, token_sha256 = NULL
+             WHERE device = $1 AND nkey IS NOT NULL AND revoked_ms IS NULL",
+            &[&device, &now_ms],
+        ))? == 1)
+    }
+
+    fn device_keys(&self) -> Result<Vec<DeviceKey>, SinkError> {
+        let rows = self.wait(self.client.query(
+            "SELECT device, nkey FROM identities
+             WHERE nkey IS NOT NULL AND revoked_ms IS NULL ORDER BY device",
+            &[],
+        ))?;
+        Ok(rows
+            .iter()
+            .map(|r| DeviceKey {
+                device: r.get(0),
+                nkey: r.get(1),
+            })
+            .collect())
     }
 }
 

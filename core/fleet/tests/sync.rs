@@ -4,24 +4,36 @@
 mod common;
 
 use std::collections::BTreeSet;
+
+use aegis_proto::v1;
+use async_nats::jetstream;
+use futures::StreamExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_store::Store;
 use aegis_testkit::free_port;
-use common::{commit, core_ids, start_box, start_core, stream_messages, wait_for, Ports};
+use common::{
+    commit, core_ids, enrol, identity, start_box, start_core, stream_messages, wait_for, Ports,
+};
 
 /// 100,000 events made while the hub is down, then the hub and the core come up.
 async fn outage_then_catch_up(database: Option<String>) {
     const N: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
+    // Enrolled while the core was up; then the core goes away.
+    let (core, core_shutdown) = start_core(dir.path(), &ports, database.clone()).await;
+    let seed = enrol(&core, dir.path(), "box-1").await;
+    core_shutdown.trigger();
+    core.stop().await;
+
     let store = Arc::new(Store::open(&dir.path().join("box")).unwrap());
     let ids = commit(&store, N);
 
-    // No hub yet: the box's own stream takes everything, and the outbox empties.
-    let b = start_box(dir.path(), "box-1", store.clone(), &ports).await;
+    // No hub: the box's own stream takes everything, and the outbox empties.
+    let b = start_box(dir.path(), "box-1", store.clone(), ports.hub_leaf, seed).await;
     wait_for(
         "the outbox to drain into the leaf",
         Duration::from_secs(180),
@@ -86,7 +98,8 @@ async fn malformed_messages_on_a_device_stream_are_rejected_counted_and_ingest_g
     let ports = Ports::new();
     let store = Arc::new(Store::open(&dir.path().join("box")).unwrap());
     let (core, core_shutdown) = start_core(dir.path(), &ports, None).await;
-    let b = start_box(dir.path(), "box-2", store.clone(), &ports).await;
+    let seed = enrol(&core, dir.path(), "box-2").await;
+    let b = start_box(dir.path(), "box-2", store.clone(), ports.hub_leaf, seed).await;
 
     let before = commit(&store, 10);
     wait_for("the first events", Duration::from_secs(60), async || {
@@ -131,4 +144,132 @@ async fn malformed_messages_on_a_device_stream_are_rejected_counted_and_ingest_g
     core_shutdown.trigger();
     core.stop().await;
     b.leaf.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_enrolled_boxes_get_in_each_only_as_itself_and_a_revoked_one_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ports = Ports::new();
+    let (core, core_shutdown) = start_core(d, &ports, None).await;
+    let store_a = Arc::new(Store::open(&d.join("a-store")).unwrap());
+    let seed_a = enrol(&core, d, "box-a").await;
+    let a = start_box(d, "box-a", store_a.clone(), ports.hub_leaf, seed_a).await;
+    let seed_b = enrol(&core, d, "box-b").await;
+    let b = start_box(
+        d,
+        "box-b",
+        Arc::new(Store::open(&d.join("b-store")).unwrap()),
+        ports.hub_leaf,
+        seed_b,
+    )
+    .await;
+    let first = commit(&store_a, 5);
+    wait_for("box-a's events", Duration::from_secs(60), async || {
+        core_ids(&core, "box-a").await.len() == 5
+    })
+    .await;
+
+    // A forged credential: a key the core never enrolled is refused at the hub.
+    let intruder = start_box(
+        d,
+        "intruder",
+        Arc::new(Store::open(&d.join("i-store")).unwrap()),
+        ports.hub_leaf,
+        identity(d, "intruder").seed,
+    )
+    .await;
+    // box-b, enrolled, tries to pass for box-a: a heartbeat on box-a's subject, and a request
+    // to delete box-a's stream in box-a's domain.
+    let forged = serde_json::to_vec(&v1::Health {
+        streams_total: 99,
+        ..common::health("box-a")
+    })
+    .unwrap();
+    for _ in 0..5 {
+        b.client
+            .publish(aegis_proto::subject::health("box-a"), forged.clone().into())
+            .await
+            .unwrap();
+    }
+    let deleted = jetstream::with_domain(b.client.clone(), "box-a")
+        .delete_stream(aegis_sync::stream_name("box-a"))
+        .await;
+    assert!(deleted.is_err(), "box-b deleted box-a's stream");
+    // ...nor read box-a's desired config (which holds its cameras' credentials), though box-b
+    // reads its own.
+    for device in ["box-a", "box-b"] {
+        core.state
+            .put_desired(
+                device,
+                serde_json::json!([{"name": "door", "url": "rtsp://user:secret@cam/1"}]),
+                serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+    }
+    let hub = jetstream::with_domain(b.client.clone(), "hub");
+    let mut own = hub
+        .get_key_value(aegis_proto::subject::desired_bucket("box-b"))
+        .await
+        .unwrap()
+        .watch_with_history(aegis_proto::subject::DESIRED_KEY)
+        .await
+        .unwrap();
+    let entry = tokio::time::timeout(Duration::from_secs(5), own.next()).await;
+    assert!(
+        matches!(entry, Ok(Some(Ok(_)))),
+        "box-b reads its own config"
+    );
+    let other = hub
+        .get_key_value(aegis_proto::subject::desired_bucket("box-a"))
+        .await;
+    assert!(other.is_err(), "box-b opened box-a's config");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let devices = list_devices(&core).await;
+    let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["box-a", "box-b"], "the intruder never registered");
+    let a_health = &devices[0].health;
+    assert_eq!(a_health["streams_total"], 1, "only box-a speaks for box-a");
+    let refused = std::fs::read_to_string(d.join("intruder/nats/nats-server.log")).unwrap();
+    assert!(refused.contains("Authorization Violation"), "{refused}");
+    // box-a still syncs (its stream was not touched).
+    let second = commit(&store_a, 5);
+    wait_for(
+        "box-a's later events",
+        Duration::from_secs(60),
+        async || core_ids(&core, "box-a").await.len() == 10,
+    )
+    .await;
+    let all: BTreeSet<String> = first.union(&second).cloned().collect();
+    assert!(core_ids(&core, "box-a").await.into_iter().eq(all));
+
+    // Revoked: box-a is cut off; what it makes now stays on the box.
+    assert!(core.state.revoke("box-a").await.unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    commit(&store_a, 5);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(core_ids(&core, "box-a").await.len(), 10);
+    wait_for(
+        "box-a's events to wait on the box",
+        Duration::from_secs(10),
+        async || stream_messages(&a.js, "box-a").await == 5,
+    )
+    .await;
+    let log = std::fs::read_to_string(d.join("box-a/nats/nats-server.log")).unwrap();
+    assert!(log.contains("Authorization Violation"), "{log}");
+
+    for side in [a, b, intruder] {
+        side.shutdown.trigger();
+        side.leaf.stop();
+    }
+    core_shutdown.trigger();
+    core.stop().await;
+}
+
+async fn list_devices(core: &aegis_fleet::Core) -> Vec<aegis_fleet::db::Device> {
+    let db = core.state.db.clone();
+    tokio::task::spawn_blocking(move || db.list_devices().unwrap())
+        .await
+        .unwrap()
 }

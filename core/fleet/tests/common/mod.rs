@@ -12,7 +12,9 @@ use aegis_domain::{BBox, Event, EventKind};
 use aegis_fleet::db::Query;
 use aegis_fleet::{Core, CoreConfig, HubConfig};
 use aegis_proto::v1;
+use aegis_proto::v1::EnrolRequest;
 use aegis_store::Store;
+use aegis_sync::enrol::Identity;
 use aegis_sync::forward::{self, ForwardStatus};
 use aegis_sync::{NatsServer, Role, ServerSpec};
 use aegis_testkit::free_port;
@@ -49,7 +51,6 @@ pub fn commit(store: &Store, n: usize) -> BTreeSet<String> {
 pub struct Ports {
     pub hub: u16,
     pub hub_leaf: u16,
-    pub leaf: u16,
 }
 
 impl Ports {
@@ -57,7 +58,6 @@ impl Ports {
         Ports {
             hub: free_port(),
             hub_leaf: free_port(),
-            leaf: free_port(),
         }
     }
 }
@@ -65,6 +65,7 @@ impl Ports {
 /// A box's side: its leaf node, forwarder and heartbeat, over `store`.
 pub struct BoxSide {
     pub leaf: NatsServer,
+    pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub status: Arc<ForwardStatus>,
     pub shutdown: Shutdown,
@@ -72,22 +73,57 @@ pub struct BoxSide {
     pub wake: tokio::sync::broadcast::Sender<()>,
 }
 
-pub async fn start_box(dir: &Path, device: &str, store: Arc<Store>, ports: &Ports) -> BoxSide {
+/// The box's key pair, kept under `dir` (made on first use).
+pub fn identity(dir: &Path, device: &str) -> Identity {
+    Identity::load_or_create(&dir.join(device)).unwrap()
+}
+
+/// Enrols `device` with the core as an operator and the box would: a join token from the
+/// core, then the box's public key with it. Returns the box's seed.
+pub async fn enrol(core: &Core, dir: &Path, device: &str) -> String {
+    let id = identity(dir, device);
+    let (token, _) = core.state.issue_token(device).await.unwrap();
+    let enrolled = core
+        .state
+        .enrol(&EnrolRequest {
+            device: device.into(),
+            token,
+            public_key: id.public_key.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(enrolled);
+    id.seed
+}
+
+/// Starts a box: its leaf (authenticating with `seed`) dials the hub's leaf port `hub_leaf`.
+pub async fn start_box(
+    dir: &Path,
+    device: &str,
+    store: Arc<Store>,
+    hub_leaf: u16,
+    seed: String,
+) -> BoxSide {
     let spec = ServerSpec {
         binary: aegis_sync::default_binary(None),
-        dir: dir.join("nats"),
-        listen: ([127, 0, 0, 1], ports.leaf).into(),
+        dir: dir.join(device).join("nats"),
+        listen: ([127, 0, 0, 1], free_port()).into(),
         role: Role::Leaf {
             device: device.into(),
-            hub: vec![format!("nats-leaf://127.0.0.1:{}", ports.hub_leaf)],
+            hub: vec![format!("nats-leaf://127.0.0.1:{hub_leaf}")],
             max_file_store: 512 << 20,
+            seed: Some(seed),
         },
     };
     let leaf = tokio::task::spawn_blocking(move || NatsServer::start(spec))
         .await
         .unwrap()
         .expect("the leaf starts (scripts/setup.sh installs nats-server)");
-    let client = async_nats::connect(leaf.client_url()).await.unwrap();
+    let client = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(aegis_sync::box_inbox(device))
+        .connect(leaf.client_url())
+        .await
+        .unwrap();
     let js = jetstream::new(client.clone());
     let shutdown = Shutdown::new();
     let status = Arc::new(ForwardStatus::default());
@@ -103,7 +139,7 @@ pub async fn start_box(dir: &Path, device: &str, store: Arc<Store>, ports: &Port
     ));
     let d = device.to_string();
     tokio::spawn(forward::heartbeat(
-        client,
+        client.clone(),
         device.into(),
         Duration::from_millis(500),
         Arc::new(move || health(&d)),
@@ -111,6 +147,7 @@ pub async fn start_box(dir: &Path, device: &str, store: Arc<Store>, ports: &Port
     ));
     BoxSide {
         leaf,
+        client,
         js,
         status,
         shutdown,
