@@ -262,6 +262,16 @@ impl EdgeSync {
         let shutdown = appliance.shutdown_handle();
         // Until it is enrolled the hub refuses the leaf; events wait on the box meanwhile.
         let enrol = tokio::spawn(enrol_until_done(identity, sc.clone(), shutdown.clone()));
+        let mut tasks = vec![enrol];
+        if let Some(core) = sc.core.clone() {
+            tasks.push(tokio::spawn(aegis_sync::blobs::serve(
+                client.clone(),
+                sc.device.clone(),
+                appliance.store.clone(),
+                core,
+                shutdown.clone(),
+            )));
+        }
         let forward = tokio::spawn(aegis_sync::forward::forward(
             appliance.store.clone(),
             async_nats::jetstream::new(client.clone()),
@@ -301,7 +311,10 @@ impl EdgeSync {
         tracing::info!(device = %sc.device, hub = %sc.hub, "sync: leaf node running");
         Ok(Some(EdgeSync {
             leaf,
-            tasks: vec![forward, heartbeat, follow, enrol],
+            tasks: tasks
+                .into_iter()
+                .chain([forward, heartbeat, follow])
+                .collect(),
         }))
     }
 

@@ -290,3 +290,63 @@ fn a_config_pushed_while_the_box_is_away_is_applied_on_return_and_a_bad_one_roll
     stop(b);
     stop(core);
 }
+
+#[test]
+fn the_console_shows_the_box_its_events_with_snapshots_and_a_pushed_config_being_applied() {
+    const WAIT: Duration = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = Ports::new();
+    let core = start_core(&core_config(d, &p), p.core);
+    let box_cfg = box_config(d, &p, true, &join_token(&p));
+    let b = run(&box_cfg);
+    wait_healthy(p.appliance);
+
+    let mut browser = aegis_testkit::Browser::launch();
+    browser.goto(&format!("http://127.0.0.1:{}/", p.core));
+    browser.wait_for(
+        "document.querySelector('tr.device td.online')?.textContent === 'online'",
+        WAIT,
+    );
+    browser.click("tr.device");
+    // The box's events, with their snapshots fetched from the box on demand and drawn.
+    let drawn = browser.wait_for(
+        "[...document.querySelectorAll('#events img')].filter(i => i.complete && i.naturalWidth > 0).length",
+        WAIT,
+    );
+    assert!(drawn.as_u64().unwrap() >= 1);
+    let png = browser.screenshot();
+    assert!(png.len() > 10_000, "a screenshot with content");
+    if let Some(out) = std::env::var_os("AEGIS_TEST_ARTIFACTS") {
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(Path::new(&out).join("console.png"), &png).unwrap();
+    }
+
+    // Push a config from the form and watch the box report it applied.
+    let camera = std::fs::read_to_string(&box_cfg).unwrap();
+    let url = camera
+        .split("url: '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap();
+    let config = serde_json::json!({
+        "cameras": [{"name": "plaza", "url": url, "loop": true, "realtime": false}],
+        "rules": {"zones": [{"name": "floor", "camera": "plaza",
+                             "points": [[0.0, 0.3], [1.0, 0.3], [1.0, 1.0], [0.0, 1.0]]}],
+                  "lines": [], "rules": []}
+    });
+    browser.eval(&format!(
+        "document.getElementById('config').value = {}",
+        serde_json::to_string(&config.to_string()).unwrap()
+    ));
+    browser.click("#push");
+    browser.wait_for(
+        "document.getElementById('config-state').textContent.includes('v1 applied')",
+        WAIT,
+    );
+    assert!(std::fs::read_to_string(d.join("rules.yaml"))
+        .unwrap()
+        .contains("floor"));
+    stop(b);
+    stop(core);
+}

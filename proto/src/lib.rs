@@ -80,6 +80,16 @@ pub mod v1 {
         pub public_key: String,
     }
 
+    /// The core asks a box for a snapshot: the box uploads its bytes over HTTP to
+    /// `PUT <core>/api/devices/<device>/blobs/<urn>` with `Authorization: Bearer <token>`.
+    /// Bytes never travel on the bus.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct BlobRequest {
+        pub urn: String,
+        /// Good for this one upload.
+        pub token: String,
+    }
+
     /// The `schema` tag of every v1 desired config.
     pub const DESIRED_SCHEMA: &str = "aegis.desired.v1";
 
@@ -130,6 +140,11 @@ pub mod subject {
     /// A box's heartbeats (core NATS).
     pub fn health(device: &str) -> String {
         format!("aegis.{device}.health")
+    }
+
+    /// The core's requests for a box's snapshots (core NATS).
+    pub fn blob_requests(device: &str) -> String {
+        format!("aegis.{device}.blob-requests")
     }
 
     /// Every box's heartbeats, for the core.

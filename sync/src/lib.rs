@@ -6,6 +6,8 @@
 //! idempotently. Subjects are in `aegis_proto::subject`.
 
 #[cfg(feature = "client")]
+pub mod blobs;
+#[cfg(feature = "client")]
 pub mod desired;
 #[cfg(feature = "client")]
 pub mod enrol;

@@ -1,6 +1,7 @@
 //! The fleet core: the NATS hub the boxes connect to, event ingest from every device into the
 //! core's database, the device registry, and the API over them (ADR 0007).
 
+pub mod blobs;
 pub mod db;
 pub mod enrol;
 pub mod pg;
@@ -15,6 +16,7 @@ use aegis_sync::ingest::{self, HubAccess, IngestStatus};
 use aegis_sync::{NatsServer, Role, ServerSpec};
 use async_nats::jetstream::kv;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -97,6 +99,9 @@ pub struct CoreState {
     pub ingest: Arc<IngestStatus>,
     /// The hub's JetStream, which holds each device's desired-config bucket.
     desired: async_nats::jetstream::Context,
+    /// The core's connection to the hub, for requests to the boxes.
+    bus: async_nats::Client,
+    blobs: Arc<blobs::Blobs>,
     hub: Arc<NatsServer>,
     hub_auth: Arc<HubAuth>,
 }
@@ -149,7 +154,8 @@ impl Core {
             role: hub_auth.role(keys),
         };
         let hub = Arc::new(tokio::task::spawn_blocking(move || NatsServer::start(spec)).await??);
-        let desired = async_nats::jetstream::new(access.connect("_aegis_core_kv").await?);
+        let bus = access.connect("_aegis_core_bus").await?;
+        let desired = async_nats::jetstream::new(bus.clone());
         let status = Arc::new(IngestStatus::default());
         let (sink, s) = (db.clone(), status.clone());
         let ingest = tokio::spawn(async move {
@@ -164,6 +170,8 @@ impl Core {
                 db,
                 ingest: status,
                 desired,
+                bus,
+                blobs: Arc::new(blobs::Blobs::new(config.data.join("blobs"))),
                 hub: hub.clone(),
                 hub_auth: Arc::new(hub_auth),
             },
@@ -212,6 +220,7 @@ struct Health {
 
 pub fn router(state: CoreState) -> Router {
     Router::new()
+        .route("/", get(console))
         .route("/api/health", get(health))
         .route("/api/devices", get(devices))
         .route("/api/events", get(events))
@@ -220,7 +229,18 @@ pub fn router(state: CoreState) -> Router {
         .route("/api/devices/{id}/token", post(enrol::issue))
         .route("/api/devices/{id}/revoke", post(enrol::revoke))
         .route("/api/enrol", post(enrol::enrol))
+        .route(
+            "/api/devices/{id}/blobs/{urn}",
+            get(blobs::get)
+                .put(blobs::put)
+                .layer(DefaultBodyLimit::max(16 << 20)),
+        )
         .with_state(state)
+}
+
+/// The console: one page, embedded.
+async fn console() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../assets/console.html"))
 }
 
 async fn health() -> Json<Health> {
