@@ -91,6 +91,36 @@ pub(crate) fn schema_steps(dialect: Dialect, version: i64) -> Result<(String, i6
     Ok((script, latest))
 }
 
+/// Statements both databases run as they are, written with PostgreSQL's `$n` parameters;
+/// [`sqlite`] spells them with SQLite's `?n`.
+pub(crate) mod sql {
+    pub const LIST_DEVICES: &str =
+        "SELECT id, version, first_seen_ms, last_seen_ms, health FROM devices ORDER BY id";
+    pub const PUT_DESIRED: &str = "INSERT INTO desired (device, version, cameras, rules, updated_ms) VALUES ($1, 1, $2, $3, $4)
+     ON CONFLICT (device) DO UPDATE SET version = desired.version + 1, cameras = $2, rules = $3, updated_ms = $4
+     RETURNING version";
+    pub const GET_DESIRED: &str = "SELECT version, cameras, rules FROM desired WHERE device = $1";
+    pub const ISSUE_TOKEN: &str =
+        "INSERT INTO identities (device, token_sha256, token_expires_ms) VALUES ($1, $2, $3)
+     ON CONFLICT (device) DO UPDATE SET token_sha256 = $2, token_expires_ms = $3";
+    pub const ENROL: &str = "UPDATE identities SET nkey = $3, enrolled_ms = $4, revoked_ms = NULL,
+         token_sha256 = NULL, token_expires_ms = NULL
+     WHERE device = $1 AND token_sha256 = $2 AND token_expires_ms > $4";
+    pub const REVOKE: &str = "UPDATE identities SET revoked_ms = $2, token_sha256 = NULL
+     WHERE device = $1 AND nkey IS NOT NULL AND revoked_ms IS NULL";
+    pub const DEVICE_KEYS: &str = "SELECT device, nkey FROM identities
+     WHERE nkey IS NOT NULL AND revoked_ms IS NULL ORDER BY device";
+    pub const HEARTBEAT: &str =
+        "INSERT INTO devices (id, version, first_seen_ms, last_seen_ms, health)
+     VALUES ($1, $2, $3, $3, $4)
+     ON CONFLICT (id) DO UPDATE SET version = $2, last_seen_ms = $3, health = $4";
+}
+
+/// A shared statement with SQLite's parameter markers.
+fn sqlite(statement: &str) -> String {
+    statement.replace('$', "?")
+}
+
 /// What the API and ingest need of a database. Blocking: called off the async threads.
 pub trait Database: Sink {
     fn list_devices(&self) -> Result<Vec<Device>, SinkError>;
@@ -214,9 +244,7 @@ impl SqliteDb {
 impl Database for SqliteDb {
     fn list_devices(&self) -> Result<Vec<Device>, SinkError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, version, first_seen_ms, last_seen_ms, health FROM devices ORDER BY id",
-        )?;
+        let mut stmt = conn.prepare_cached(&sqlite(sql::LIST_DEVICES))?;
         let rows = stmt.query_map([], |r| {
             let health: String = r.get(4)?;
             Ok(Device {
@@ -279,9 +307,7 @@ impl Database for SqliteDb {
     ) -> Result<v1::Desired, SinkError> {
         let (c, r) = (cameras.to_string(), rules.to_string());
         let version: i64 = self.conn().query_row(
-            "INSERT INTO desired (device, version, cameras, rules, updated_ms) VALUES (?1, 1, ?2, ?3, ?4)
-             ON CONFLICT (device) DO UPDATE SET version = version + 1, cameras = ?2, rules = ?3, updated_ms = ?4
-             RETURNING version",
+            &sqlite(sql::PUT_DESIRED),
             params![device, c, r, SystemClock.now_ms()],
             |row| row.get(0),
         )?;
@@ -290,8 +316,7 @@ impl Database for SqliteDb {
 
     fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT version, cameras, rules FROM desired WHERE device = ?1")?;
+        let mut stmt = conn.prepare_cached(&sqlite(sql::GET_DESIRED))?;
         let mut rows = stmt.query(params![device])?;
         match rows.next()? {
             Some(r) => Ok(Some(desired_from(
@@ -311,8 +336,7 @@ impl Database for SqliteDb {
         expires_ms: i64,
     ) -> Result<(), SinkError> {
         self.conn().execute(
-            "INSERT INTO identities (device, token_sha256, token_expires_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device) DO UPDATE SET token_sha256 = ?2, token_expires_ms = ?3",
+            &sqlite(sql::ISSUE_TOKEN),
             params![device, token_sha256, expires_ms],
         )?;
         Ok(())
@@ -326,27 +350,21 @@ impl Database for SqliteDb {
         now_ms: i64,
     ) -> Result<bool, SinkError> {
         Ok(self.conn().execute(
-            "UPDATE identities SET nkey = ?3, enrolled_ms = ?4, revoked_ms = NULL,
-                 token_sha256 = NULL, token_expires_ms = NULL
-             WHERE device = ?1 AND token_sha256 = ?2 AND token_expires_ms > ?4",
+            &sqlite(sql::ENROL),
             params![device, token_sha256, nkey, now_ms],
         )? == 1)
     }
 
     fn revoke(&self, device: &str, now_ms: i64) -> Result<bool, SinkError> {
-        Ok(self.conn().execute(
-            "UPDATE identities SET revoked_ms = ?2, token_sha256 = NULL
-             WHERE device = ?1 AND nkey IS NOT NULL AND revoked_ms IS NULL",
-            params![device, now_ms],
-        )? == 1)
+        Ok(self
+            .conn()
+            .execute(&sqlite(sql::REVOKE), params![device, now_ms])?
+            == 1)
     }
 
     fn device_keys(&self) -> Result<Vec<DeviceKey>, SinkError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT device, nkey FROM identities
-             WHERE nkey IS NOT NULL AND revoked_ms IS NULL ORDER BY device",
-        )?;
+        let mut stmt = conn.prepare_cached(&sqlite(sql::DEVICE_KEYS))?;
         let rows = stmt.query_map([], |r| {
             Ok(DeviceKey {
                 device: r.get(0)?,
@@ -388,9 +406,7 @@ impl Sink for SqliteDb {
 
     fn heartbeat(&self, health: &v1::Health, received_ms: i64) -> Result<(), SinkError> {
         self.conn().execute(
-            "INSERT INTO devices (id, version, first_seen_ms, last_seen_ms, health)
-             VALUES (?1, ?2, ?3, ?3, ?4)
-             ON CONFLICT (id) DO UPDATE SET version = ?2, last_seen_ms = ?3, health = ?4",
+            &sqlite(sql::HEARTBEAT),
             params![
                 health.device,
                 health.version,

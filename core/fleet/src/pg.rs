@@ -9,7 +9,7 @@ use aegis_sync::DeviceKey;
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls};
 
-use crate::db::{desired_from, schema_steps, CoreEvent, Database, Device, Dialect, Query};
+use crate::db::{desired_from, schema_steps, sql, CoreEvent, Database, Device, Dialect, Query};
 
 pub struct PgDb {
     client: Client,
@@ -59,10 +59,7 @@ impl PgDb {
 
 impl Database for PgDb {
     fn list_devices(&self) -> Result<Vec<Device>, SinkError> {
-        let rows = self.wait(self.client.query(
-            "SELECT id, version, first_seen_ms, last_seen_ms, health FROM devices ORDER BY id",
-            &[],
-        ))?;
+        let rows = self.wait(self.client.query(sql::LIST_DEVICES, &[]))?;
         Ok(rows
             .iter()
             .map(|r| Device {
@@ -113,20 +110,15 @@ impl Database for PgDb {
         rules: &serde_json::Value,
     ) -> Result<v1::Desired, SinkError> {
         let (c, r) = (cameras.to_string(), rules.to_string());
-        let row = self.wait(self.client.query_one(
-            "INSERT INTO desired (device, version, cameras, rules, updated_ms) VALUES ($1, 1, $2, $3, $4)
-             ON CONFLICT (device) DO UPDATE SET version = desired.version + 1, cameras = $2, rules = $3, updated_ms = $4
-             RETURNING version",
-            &[&device, &c, &r, &SystemClock.now_ms()],
-        ))?;
+        let row = self.wait(
+            self.client
+                .query_one(sql::PUT_DESIRED, &[&device, &c, &r, &SystemClock.now_ms()]),
+        )?;
         desired_from(device.to_string(), row.get(0), &c, &r)
     }
 
     fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError> {
-        let row = self.wait(self.client.query_opt(
-            "SELECT version, cameras, rules FROM desired WHERE device = $1",
-            &[&device],
-        ))?;
+        let row = self.wait(self.client.query_opt(sql::GET_DESIRED, &[&device]))?;
         row.map(|r| desired_from(device.to_string(), r.get(0), r.get(1), r.get(2)))
             .transpose()
     }
@@ -137,11 +129,10 @@ impl Database for PgDb {
         token_sha256: &str,
         expires_ms: i64,
     ) -> Result<(), SinkError> {
-        self.wait(self.client.execute(
-            "INSERT INTO identities (device, token_sha256, token_expires_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (device) DO UPDATE SET token_sha256 = $2, token_expires_ms = $3",
-            &[&device, &token_sha256, &expires_ms],
-        ))?;
+        self.wait(
+            self.client
+                .execute(sql::ISSUE_TOKEN, &[&device, &token_sha256, &expires_ms]),
+        )?;
         Ok(())
     }
 
@@ -152,28 +143,18 @@ impl Database for PgDb {
         nkey: &str,
         now_ms: i64,
     ) -> Result<bool, SinkError> {
-        Ok(self.wait(self.client.execute(
-            "UPDATE identities SET nkey = $3, enrolled_ms = $4, revoked_ms = NULL,
-                 token_sha256 = NULL, token_expires_ms = NULL
-             WHERE device = $1 AND token_sha256 = $2 AND token_expires_ms > $4",
-            &[&device, &token_sha256, &nkey, &now_ms],
-        ))? == 1)
+        Ok(self.wait(
+            self.client
+                .execute(sql::ENROL, &[&device, &token_sha256, &nkey, &now_ms]),
+        )? == 1)
     }
 
     fn revoke(&self, device: &str, now_ms: i64) -> Result<bool, SinkError> {
-        Ok(self.wait(self.client.execute(
-            "UPDATE identities SET revoked_ms = $2, token_sha256 = NULL
-             WHERE device = $1 AND nkey IS NOT NULL AND revoked_ms IS NULL",
-            &[&device, &now_ms],
-        ))? == 1)
+        Ok(self.wait(self.client.execute(sql::REVOKE, &[&device, &now_ms]))? == 1)
     }
 
     fn device_keys(&self) -> Result<Vec<DeviceKey>, SinkError> {
-        let rows = self.wait(self.client.query(
-            "SELECT device, nkey FROM identities
-             WHERE nkey IS NOT NULL AND revoked_ms IS NULL ORDER BY device",
-            &[],
-        ))?;
+        let rows = self.wait(self.client.query(sql::DEVICE_KEYS, &[]))?;
         Ok(rows
             .iter()
             .map(|r| DeviceKey {
@@ -212,9 +193,7 @@ impl Sink for PgDb {
 
     fn heartbeat(&self, health: &v1::Health, received_ms: i64) -> Result<(), SinkError> {
         self.wait(self.client.execute(
-            "INSERT INTO devices (id, version, first_seen_ms, last_seen_ms, health)
-             VALUES ($1, $2, $3, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET version = $2, last_seen_ms = $3, health = $4",
+            sql::HEARTBEAT,
             &[
                 &health.device,
                 &health.version,
