@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use aegis_base::Backoff;
 use serde_json::json;
 
+/// How long a stopping nats-server may take before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a fresh nats-server may take to accept clients.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -275,20 +278,11 @@ impl NatsServer {
         self.control.pid.load(Ordering::SeqCst)
     }
 
-    /// Puts a new role in force without a restart (SIGHUP): for the hub, who may connect.
-    /// Connections whose user is gone are closed by the server.
-    pub fn reload(&self, role: Role) -> Result<(), NatsServerError> {
-        let spec = ServerSpec {
-            role,
-            ..self.spec.clone()
-        };
-        spec.write_conf()?;
-        signal(self.pid(), libc::SIGHUP);
-        Ok(())
-    }
-
     /// Puts a new role in force by restarting the server: every connection is made anew under
-    /// it. A reload does not close the leaf connections of a user it removes; this does.
+    /// it. Not a SIGHUP reload: a reload keeps the leaf connections of users it removes, and
+    /// nats-server drops signals that arrive while it handles one, so quick reloads can be lost.
+    /// A restart reads the newest config whenever it happens. Leaf nodes reconnect within a
+    /// second; JetStream state is on disk.
     pub fn restart(&self, role: Role) -> Result<(), NatsServerError> {
         let spec = ServerSpec {
             role,
@@ -309,7 +303,22 @@ impl NatsServer {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(thread) = thread {
-            signal(self.pid(), libc::SIGTERM);
+            // A signal can be lost while the server handles another (see `restart`): ask again
+            // until it has gone, and kill it if it will not.
+            let started = Instant::now();
+            let mut asked = None::<Instant>;
+            while !thread.is_finished() {
+                if asked.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    let sig = if started.elapsed() > STOP_TIMEOUT {
+                        libc::SIGKILL
+                    } else {
+                        libc::SIGTERM
+                    };
+                    signal(self.pid(), sig);
+                    asked = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = thread.join();
         }
     }

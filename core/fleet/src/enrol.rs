@@ -53,8 +53,7 @@ impl CoreState {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
         if enrolled {
-            // A new key only adds a user: a reload lets it in without touching anyone else.
-            self.put_hub_config(false).await?;
+            self.put_hub_config().await?;
         }
         Ok(enrolled)
     }
@@ -68,27 +67,22 @@ impl CoreState {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         if revoked {
-            // nats-server keeps a removed user's leaf connection across a reload; a restart
-            // closes it (the other boxes reconnect within a second).
-            self.put_hub_config(true).await?;
+            self.put_hub_config().await?;
         }
         Ok(revoked)
     }
 
-    /// Writes the hub's config with the devices enrolled now, and reloads or restarts it.
-    async fn put_hub_config(&self, restart: bool) -> Result<(), String> {
+    /// Restarts the hub with the devices enrolled now (see `NatsServer::restart` for why not a
+    /// reload); the boxes reconnect within a second.
+    async fn put_hub_config(&self) -> Result<(), String> {
         let db = self.db.clone();
         let keys = tokio::task::spawn_blocking(move || db.device_keys())
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        let role = self.hub_auth.role(keys);
-        let put = if restart {
-            self.hub.restart(role)
-        } else {
-            self.hub.reload(role)
-        };
-        put.map_err(|e| e.to_string())
+        self.hub
+            .restart(self.hub_auth.role(keys))
+            .map_err(|e| e.to_string())
     }
 }
 
