@@ -40,6 +40,8 @@ pub trait Sink: Send + Sync + 'static {
 /// What ingest has done, for `/metrics` and the console.
 #[derive(Debug, Default)]
 pub struct IngestStatus {
+    /// Woken after each batch is applied (for the core's live event stream).
+    pub changed: tokio::sync::Notify,
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
     pub rejected: AtomicU64,
@@ -248,6 +250,9 @@ async fn drain(
             .map_err(|e| format!("cannot apply events: {e}"))?;
         status.applied.fetch_add(applied, Ordering::Relaxed);
         status.duplicates.fetch_add(n - applied, Ordering::Relaxed);
+        if applied > 0 {
+            status.changed.notify_waiters();
+        }
         for m in &messages {
             m.ack().await.map_err(|e| e.to_string())?;
         }

@@ -116,6 +116,20 @@ pub(crate) mod sql {
      ON CONFLICT (id) DO UPDATE SET version = $2, last_seen_ms = $3, health = $4";
 }
 
+/// The events query: newest first, or oldest first after a seq (`$8`, for SSE). `CAST` types
+/// the parameters for PostgreSQL and is harmless to SQLite.
+pub(crate) fn events_query(ascending: bool) -> String {
+    let order = if ascending { "ASC" } else { "DESC" };
+    format!(
+        "SELECT seq, device, ingested_ms, payload FROM events
+         WHERE (CAST($1 AS TEXT) IS NULL OR device = $1) AND (CAST($2 AS TEXT) IS NULL OR stream = $2)
+           AND (CAST($3 AS TEXT) IS NULL OR label = $3) AND (CAST($4 AS TEXT) IS NULL OR rule = $4)
+           AND (CAST($5 AS BIGINT) IS NULL OR at_ms >= $5) AND (CAST($6 AS BIGINT) IS NULL OR at_ms < $6)
+           AND (CAST($7 AS BIGINT) IS NULL OR seq < $7) AND (CAST($8 AS BIGINT) IS NULL OR seq > $8)
+         ORDER BY seq {order} LIMIT $9"
+    )
+}
+
 /// A shared statement with SQLite's parameter markers.
 fn sqlite(statement: &str) -> String {
     statement.replace('$', "?")
@@ -124,7 +138,7 @@ fn sqlite(statement: &str) -> String {
 /// What the API and ingest need of a database. Blocking: called off the async threads.
 pub trait Database: Sink {
     fn list_devices(&self) -> Result<Vec<Device>, SinkError>;
-    /// Events matching `q`, newest first.
+    /// Events matching `q`: newest first, or oldest first after `q.after`.
     fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError>;
     /// Records a new desired config for `device`, one version above the last.
     fn put_desired(
@@ -215,6 +229,8 @@ pub struct Query {
     pub until_ms: Option<i64>,
     /// Strictly older than this seq (the previous page's cursor).
     pub before: Option<i64>,
+    /// Strictly newer than this seq, and then oldest first (SSE).
+    pub after: Option<i64>,
     pub limit: usize,
 }
 
@@ -260,14 +276,7 @@ impl Database for SqliteDb {
 
     fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, device, ingested_ms, payload FROM events
-             WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR stream = ?2)
-               AND (?3 IS NULL OR label = ?3) AND (?4 IS NULL OR rule = ?4)
-               AND (?5 IS NULL OR at_ms >= ?5) AND (?6 IS NULL OR at_ms < ?6)
-               AND (?7 IS NULL OR seq < ?7)
-             ORDER BY seq DESC LIMIT ?8",
-        )?;
+        let mut stmt = conn.prepare_cached(&sqlite(&events_query(q.after.is_some())))?;
         let rows = stmt.query_map(
             params![
                 q.device,
@@ -277,6 +286,7 @@ impl Database for SqliteDb {
                 q.since_ms,
                 q.until_ms,
                 q.before,
+                q.after,
                 q.limit as i64
             ],
             |r| {

@@ -5,6 +5,7 @@ pub mod blobs;
 pub mod db;
 pub mod enrol;
 pub mod pg;
+mod sse;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,6 +103,8 @@ pub struct CoreState {
     /// The core's connection to the hub, for requests to the boxes.
     bus: async_nats::Client,
     blobs: Arc<blobs::Blobs>,
+    /// Ends the live event streams when the core stops.
+    shutdown: Shutdown,
     hub: Arc<NatsServer>,
     hub_auth: Arc<HubAuth>,
 }
@@ -158,6 +161,7 @@ impl Core {
         let desired = async_nats::jetstream::new(bus.clone());
         let status = Arc::new(IngestStatus::default());
         let (sink, s) = (db.clone(), status.clone());
+        let stop_streams = shutdown.clone();
         let ingest = tokio::spawn(async move {
             let ids = devices.into_iter().map(|d| d.id).collect();
             if let Err(e) = ingest::run(access, sink, ids, s, shutdown).await {
@@ -172,6 +176,7 @@ impl Core {
                 desired,
                 bus,
                 blobs: Arc::new(blobs::Blobs::new(config.data.join("blobs"))),
+                shutdown: stop_streams,
                 hub: hub.clone(),
                 hub_auth: Arc::new(hub_auth),
             },
@@ -224,6 +229,7 @@ pub fn router(state: CoreState) -> Router {
         .route("/api/health", get(health))
         .route("/api/devices", get(devices))
         .route("/api/events", get(events))
+        .route("/api/events/stream", get(sse::stream))
         .route("/api/ingest", get(ingest_status))
         .route("/api/devices/{id}/config", get(get_config).put(put_config))
         .route("/api/devices/{id}/token", post(enrol::issue))
@@ -339,6 +345,7 @@ async fn events(
         since_ms: p.since_ms,
         until_ms: p.until_ms,
         before: p.cursor,
+        after: None,
         limit,
     };
     let db = s.db.clone();

@@ -9,7 +9,9 @@ use aegis_sync::DeviceKey;
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls};
 
-use crate::db::{desired_from, schema_steps, sql, CoreEvent, Database, Device, Dialect, Query};
+use crate::db::{
+    desired_from, events_query, schema_steps, sql, CoreEvent, Database, Device, Dialect, Query,
+};
 
 pub struct PgDb {
     client: Client,
@@ -74,12 +76,7 @@ impl Database for PgDb {
 
     fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError> {
         let rows = self.wait(self.client.query(
-            "SELECT seq, device, ingested_ms, payload FROM events
-             WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR stream = $2)
-               AND ($3::text IS NULL OR label = $3) AND ($4::text IS NULL OR rule = $4)
-               AND ($5::bigint IS NULL OR at_ms >= $5) AND ($6::bigint IS NULL OR at_ms < $6)
-               AND ($7::bigint IS NULL OR seq < $7)
-             ORDER BY seq DESC LIMIT $8",
+            &events_query(q.after.is_some()),
             &[
                 &q.device,
                 &q.camera,
@@ -88,6 +85,7 @@ impl Database for PgDb {
                 &q.since_ms,
                 &q.until_ms,
                 &q.before,
+                &q.after,
                 &(q.limit as i64),
             ],
         ))?;

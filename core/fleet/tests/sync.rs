@@ -273,3 +273,89 @@ async fn list_devices(core: &aegis_fleet::Core) -> Vec<aegis_fleet::db::Device> 
         .await
         .unwrap()
 }
+
+/// Reads SSE frames from `response` until `n` events arrived: (SSE id, event id) pairs.
+async fn sse_events(response: reqwest::Response, n: usize) -> Vec<(i64, String)> {
+    let mut body = response.bytes_stream();
+    let (mut text, mut out) = (String::new(), Vec::new());
+    let read = async {
+        while out.len() < n {
+            let chunk = body.next().await.unwrap().unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let frame: String = text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    frame
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(str::to_owned))
+                };
+                if let (Some(id), Some(data)) = (field("id: "), field("data: ")) {
+                    let e: serde_json::Value = serde_json::from_str(&data).unwrap();
+                    out.push((
+                        id.parse().unwrap(),
+                        e["event"]["id"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the events arrive on the stream");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_streams_events_as_they_arrive_and_resumes_from_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let (core, core_shutdown) = start_core(dir.path(), &ports, None).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(aegis_fleet::serve(
+        listener,
+        core.state.clone(),
+        core_shutdown.clone(),
+    ));
+    let store = Arc::new(Store::open(&dir.path().join("box")).unwrap());
+    let seed = enrol(&core, dir.path(), "box-1").await;
+    let b = start_box(dir.path(), "box-1", store.clone(), ports.hub_leaf, seed).await;
+    let url = format!("{api}/api/events/stream?device=box-1");
+
+    let live = reqwest::get(&url).await.unwrap();
+    assert_eq!(live.status(), 200);
+    let first = commit(&store, 5);
+    let got = sse_events(live, 5).await;
+    let ids: BTreeSet<String> = got.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(ids, first);
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "SSE ids increase");
+
+    // Disconnected after the third; more events come meanwhile; resuming loses and repeats
+    // nothing.
+    let later = commit(&store, 3);
+    wait_for("the later events", Duration::from_secs(60), async || {
+        core_ids(&core, "box-1").await.len() == 8
+    })
+    .await;
+    let resumed = reqwest::Client::new()
+        .get(&url)
+        .header("Last-Event-ID", got[2].0.to_string())
+        .send()
+        .await
+        .unwrap();
+    let rest: Vec<String> = sse_events(resumed, 5)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let after_third: Vec<String> = got[3..].iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(rest[..2], after_third[..], "what followed the third, first");
+    let new: BTreeSet<String> = rest[2..].iter().cloned().collect();
+    assert_eq!(new, later, "then the later ones, each once");
+
+    b.shutdown.trigger();
+    b.leaf.stop();
+    core_shutdown.trigger();
+    server.await.unwrap().unwrap();
+    core.stop().await;
+}
