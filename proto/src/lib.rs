@@ -90,6 +90,10 @@ pub mod v1 {
         pub token: String,
     }
 
+    /// The header of an empty upload by which a box says it has no such snapshot (lost, or
+    /// deleted by retention).
+    pub const BLOB_MISSING_HEADER: &str = "x-aegis-missing";
+
     /// The `schema` tag of every v1 desired config.
     pub const DESIRED_SCHEMA: &str = "aegis.desired.v1";
 

@@ -53,24 +53,23 @@ async fn upload(
     let info = tokio::task::spawn_blocking(move || s.blob(&urn))
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?
-        .ok_or("no such snapshot on this box")?;
-    let bytes = tokio::fs::read(&info.path)
-        .await
-        .map_err(|e| format!("{}: {e}", info.path.display()))?;
+        .map_err(|e| e.to_string())?;
     let url = format!(
         "{}/api/devices/{device}/blobs/{}",
         core.trim_end_matches('/'),
         request.urn
     );
-    let response = http
-        .put(&url)
-        .bearer_auth(&request.token)
-        .header("Content-Type", info.content_type)
-        .body(bytes)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let put = http.put(&url).bearer_auth(&request.token);
+    // A snapshot that was lost or deleted is said so, so the core need not wait for it.
+    let put = match info {
+        Some(info) => put.header("Content-Type", info.content_type).body(
+            tokio::fs::read(&info.path)
+                .await
+                .map_err(|e| format!("{}: {e}", info.path.display()))?,
+        ),
+        None => put.header(v1::BLOB_MISSING_HEADER, "true"),
+    };
+    let response = put.send().await.map_err(|e| format!("{url}: {e}"))?;
     if !response.status().is_success() {
         return Err(format!("{url}: {}", response.status()));
     }

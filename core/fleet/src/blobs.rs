@@ -30,7 +30,8 @@ pub struct Blobs {
 
 struct Pending {
     token: String,
-    arrived: watch::Sender<bool>,
+    /// `Some(true)` once the bytes are here, `Some(false)` if the box has no such snapshot.
+    answer: watch::Sender<Option<bool>>,
 }
 
 impl Blobs {
@@ -38,6 +39,18 @@ impl Blobs {
         Blobs {
             dir,
             pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ends a pending upload: the bytes are here, or the box has none.
+    fn answer(&self, key: &(String, String), arrived: bool) {
+        let done = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        if let Some(p) = done {
+            p.answer.send_replace(Some(arrived));
         }
     }
 
@@ -79,15 +92,15 @@ pub(crate) async fn get(
     if let Ok(bytes) = tokio::fs::read(&path).await {
         return jpeg(bytes);
     }
-    let (token, mut arrived) = {
+    let (token, mut answer) = {
         let mut pending = s.blobs.pending.lock().unwrap_or_else(|e| e.into_inner());
         let p = pending
             .entry((device.clone(), urn.clone()))
             .or_insert_with(|| Pending {
                 token: crate::enrol::random_hex(),
-                arrived: watch::channel(false).0,
+                answer: watch::channel(None).0,
             });
-        (p.token.clone(), p.arrived.subscribe())
+        (p.token.clone(), p.answer.subscribe())
     };
     let request = serde_json::to_vec(&aegis_proto::v1::BlobRequest { urn, token })
         .expect("requests always serialise");
@@ -98,11 +111,16 @@ pub(crate) async fn get(
     {
         return internal(e);
     }
-    let arrived = tokio::time::timeout(UPLOAD_WAIT, arrived.wait_for(|done| *done))
+    let answer = tokio::time::timeout(UPLOAD_WAIT, answer.wait_for(Option::is_some))
         .await
-        .is_ok_and(|r| r.is_ok());
-    match (arrived, tokio::fs::read(&path).await) {
-        (true, Ok(bytes)) => jpeg(bytes),
+        .ok()
+        .and_then(|r| r.ok().and_then(|a| *a));
+    match (answer, tokio::fs::read(&path).await) {
+        (Some(true), Ok(bytes)) => jpeg(bytes),
+        (Some(false), _) => problem(
+            StatusCode::NOT_FOUND,
+            format!("{device} has no such snapshot (lost, or deleted by retention)"),
+        ),
         _ => problem(
             StatusCode::GATEWAY_TIMEOUT,
             format!("{device} did not send the snapshot within {UPLOAD_WAIT:?} (offline?)"),
@@ -111,7 +129,7 @@ pub(crate) async fn get(
 }
 
 /// `PUT /api/devices/{id}/blobs/{urn}`: a box uploads a snapshot the core asked for, with the
-/// request's one-time token.
+/// request's one-time token; or, with no body and `X-Aegis-Missing: true`, says it has none.
 pub(crate) async fn put(
     State(s): State<CoreState>,
     Path((device, urn)): Path<(String, String)>,
@@ -139,6 +157,10 @@ pub(crate) async fn put(
             "no upload of this snapshot was asked for with that token".into(),
         );
     }
+    if headers.contains_key(aegis_proto::v1::BLOB_MISSING_HEADER) && body.is_empty() {
+        s.blobs.answer(&key, false);
+        return StatusCode::NO_CONTENT.into_response();
+    }
     if headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -162,15 +184,7 @@ pub(crate) async fn put(
     .await;
     match written {
         Ok(Ok(())) => {
-            let done = s
-                .blobs
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-            if let Some(p) = done {
-                p.arrived.send_replace(true);
-            }
+            s.blobs.answer(&key, true);
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Err(e)) => internal(e),

@@ -306,7 +306,7 @@ async fn sse_events(response: reqwest::Response, n: usize) -> Vec<(i64, String)>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_core_streams_events_as_they_arrive_and_resumes_from_last_event_id() {
+async fn the_core_streams_events_resumes_from_last_event_id_and_fetches_snapshots_on_demand() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
     let (core, core_shutdown) = start_core(dir.path(), &ports, None).await;
@@ -353,8 +353,47 @@ async fn the_core_streams_events_as_they_arrive_and_resumes_from_last_event_id()
     let new: BTreeSet<String> = rest[2..].iter().cloned().collect();
     assert_eq!(new, later, "then the later ones, each once");
 
+    // Snapshots on demand: asked of the box over the bus, its bytes uploaded over HTTP.
+    tokio::spawn(aegis_sync::blobs::serve(
+        b.client.clone(),
+        "box-1".into(),
+        store.clone(),
+        api.clone(),
+        b.shutdown.clone(),
+    ));
+    let jpeg = b"\xff\xd8\xff\xe0 not much of a picture \xff\xd9".to_vec();
+    let urn = aegis_domain::BlobUrn::new(uuid::Uuid::now_v7());
+    let staged = store.stage_blob(urn.clone(), &jpeg, "image/jpeg").unwrap();
+    store.attach_blobs(&[staged], 0).unwrap();
+    let blob_url = format!("{api}/api/devices/box-1/blobs/{urn}");
+    let fetched = reqwest::get(&blob_url).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.unwrap().to_vec(), jpeg);
+    // One the box does not have is a quick 404, not a wait.
+    let started = std::time::Instant::now();
+    let unknown = aegis_domain::BlobUrn::new(uuid::Uuid::now_v7());
+    let missing = reqwest::get(format!("{api}/api/devices/box-1/blobs/{unknown}"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nobody uploads without the request's token.
+    let forged = reqwest::Client::new()
+        .put(format!("{api}/api/devices/box-1/blobs/{unknown}"))
+        .bearer_auth("guess")
+        .header("Content-Type", "image/jpeg")
+        .body(jpeg.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    // Once fetched, the core serves it alone, the box gone.
     b.shutdown.trigger();
     b.leaf.stop();
+    let again = reqwest::get(&blob_url).await.unwrap();
+    assert_eq!(again.bytes().await.unwrap().to_vec(), jpeg);
+
     core_shutdown.trigger();
     server.await.unwrap().unwrap();
     core.stop().await;
