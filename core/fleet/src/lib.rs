@@ -83,14 +83,22 @@ fn default_leaf_listen() -> SocketAddr {
 }
 
 impl CoreConfig {
-    /// Reads and checks a config file; the error names the file and the field.
+    /// Reads and checks a config file; the error names the file and the field. A relative
+    /// `data` is taken from the file's directory.
     pub fn load(path: &std::path::Path) -> Result<CoreConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
         let de = serde_yaml::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: CoreConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let at = e.path().to_string();
             format!("{at}: {}", e.into_inner())
-        })
+        })?;
+        if config.data.is_relative() {
+            config.data = path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(&config.data);
+        }
+        Ok(config)
     }
 }
 
