@@ -398,3 +398,56 @@ async fn the_core_streams_events_resumes_from_last_event_id_and_fetches_snapshot
     server.await.unwrap().unwrap();
     core.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_box_stream_holds_events_back_in_the_outbox_and_loses_none() {
+    const N: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let (core, core_shutdown) = start_core(dir.path(), &ports, None).await;
+    let seed = enrol(&core, dir.path(), "box-1").await;
+    core_shutdown.trigger();
+    core.stop().await;
+
+    // The hub is away and the box's stream may hold 1 MiB: it fills, then refuses, and the
+    // rest wait in the outbox.
+    let store = Arc::new(Store::open(&dir.path().join("box")).unwrap());
+    let ids = commit(&store, N);
+    let b = common::start_box_with_budget(
+        dir.path(),
+        "box-1",
+        store.clone(),
+        ports.hub_leaf,
+        seed,
+        1 << 20,
+    )
+    .await;
+    wait_for("the stream to fill", Duration::from_secs(60), async || {
+        b.status.last_error().is_some_and(|e| e.contains("refused"))
+    })
+    .await;
+    let held = stream_messages(&b.js, "box-1").await;
+    let waiting = store.outbox_backlog().unwrap();
+    assert!(held > 0 && waiting > 0, "held {held}, waiting {waiting}");
+    assert_eq!(
+        held + waiting,
+        N as u64,
+        "every event is in one place or the other"
+    );
+
+    // The hub is back: the stream drains, the outbox follows, and everything arrives once.
+    let (core, core_shutdown) = start_core(dir.path(), &ports, None).await;
+    wait_for(
+        "every event in the core",
+        Duration::from_secs(120),
+        async || core.state.ingest.applied.load(Ordering::Relaxed) >= N as u64,
+    )
+    .await;
+    assert!(core_ids(&core, "box-1").await.into_iter().eq(ids));
+    assert_eq!(store.outbox_backlog().unwrap(), 0);
+
+    b.shutdown.trigger();
+    b.leaf.stop();
+    core_shutdown.trigger();
+    core.stop().await;
+}

@@ -104,6 +104,18 @@ pub async fn start_box(
     hub_leaf: u16,
     seed: String,
 ) -> BoxSide {
+    start_box_with_budget(dir, device, store, hub_leaf, seed, 256 << 20).await
+}
+
+/// A box whose stream may hold `budget` bytes.
+pub async fn start_box_with_budget(
+    dir: &Path,
+    device: &str,
+    store: Arc<Store>,
+    hub_leaf: u16,
+    seed: String,
+    budget: u64,
+) -> BoxSide {
     let spec = ServerSpec {
         binary: aegis_sync::default_binary(None),
         dir: dir.join(device).join("nats"),
@@ -131,7 +143,7 @@ pub async fn start_box(
     tokio::spawn(forward::forward(
         store,
         js.clone(),
-        forward::stream_config(device, 256 << 20),
+        forward::stream_config(device, budget),
         wake_rx,
         Arc::new(SystemClock),
         status.clone(),
