@@ -80,7 +80,8 @@ pub async fn run(
     status: Arc<IngestStatus>,
     shutdown: Shutdown,
 ) -> Result<(), async_nats::Error> {
-    let client = hub.connect("_aegis_core").await?;
+    // Not `_aegis_core.`: that prefix belongs to the per-device connections.
+    let client = hub.connect("_aegis_core_main").await?;
     let mut health = client.subscribe(subject::ALL_HEALTH).await?;
     let pumps = Arc::new(Mutex::new(HashSet::new()));
     let start_pump = {
