@@ -290,7 +290,8 @@ impl EdgeSync {
             sc.device.clone(),
             tracker.clone(),
             Arc::new(move |d: &aegis_proto::v1::Desired| {
-                s.replace_all(&d.cameras, &d.rules).map_err(explain)
+                s.replace_all(&d.cameras, &d.rules, d.model.as_deref())
+                    .map_err(explain)
             }),
             shutdown.clone(),
         ));
@@ -399,6 +400,11 @@ fn health(
         outbox_backlog: store.outbox_backlog().unwrap_or(0),
         events_dropped_unsynced: store.dropped_unsynced().unwrap_or(0),
         at_ms: aegis_base::Clock::now_ms(&aegis_base::SystemClock),
+        model: appliance
+            .detector_config()
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
         config: None,
     }
 }

@@ -181,12 +181,14 @@ fn get_json(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap()
 }
 
-/// Pushes a desired config to box-1 through the core's API; returns its version.
-fn push_config(port: u16, rule_labels: &str) -> u64 {
+/// Pushes a desired config to box-1 through the core's API, with the model manifest `model`;
+/// returns its version.
+fn push_config(port: u16, rule_labels: &str, model: &str) -> u64 {
     let body = format!(
         r#"{{"cameras": [{{"name": "yard", "url": "rtsp://127.0.0.1:9/yard"}}],
             "rules": {{"zones": [{{"name": "gate", "camera": "yard", "points": [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]}}],
-                       "rules": [{{"name": "at-gate", "kind": "zone_enter", "zone": "gate", "labels": {rule_labels}}}]}}}}"#
+                       "rules": [{{"name": "at-gate", "kind": "zone_enter", "zone": "gate", "labels": {rule_labels}}}]}},
+            "model": "{model}"}}"#
     );
     let (status, response) = common::http(
         port,
@@ -237,8 +239,9 @@ fn a_config_pushed_while_the_box_is_away_is_applied_on_return_and_a_bad_one_roll
     }
     stop(b);
 
-    // Changed while it is away; applied when it is back.
-    let v1 = push_config(p.core, r#"["person"]"#);
+    // Changed while it is away (cameras, rules, and the model: from the person-only SSD to the
+    // COCO CenterNet, whose "car" the rules now name); applied when it is back.
+    let v1 = push_config(p.core, r#"["car"]"#, "centernet_mbv3_coco80.yaml");
     let b = run(&box_cfg);
     wait_healthy(p.appliance);
     wait_reported(p.core, v1, "applied");
@@ -247,12 +250,24 @@ fn a_config_pushed_while_the_box_is_away_is_applied_on_return_and_a_bad_one_roll
         config_file.contains("yard") && !config_file.contains("plaza"),
         "{config_file}"
     );
+    assert!(
+        config_file.contains("centernet_mbv3_coco80.yaml"),
+        "{config_file}"
+    );
     let rules_file = std::fs::read_to_string(d.join("rules.yaml")).unwrap();
     assert!(rules_file.contains("at-gate"), "{rules_file}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_json(p.core, "/api/devices")[0]["health"]["model"] != "centernet_mbv3_coco80.yaml" {
+        assert!(
+            Instant::now() < deadline,
+            "box-1 never reported its new model"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A config the box cannot run (a label its model does not detect): rolled back, reported
     // with the reason, and the files and cameras stay as they were.
-    let v2 = push_config(p.core, r#"["unicorn"]"#);
+    let v2 = push_config(p.core, r#"["unicorn"]"#, "centernet_mbv3_coco80.yaml");
     assert_eq!(v2, v1 + 1);
     let report = wait_reported(p.core, v2, "rolled_back");
     assert!(
@@ -264,6 +279,14 @@ fn a_config_pushed_while_the_box_is_away_is_applied_on_return_and_a_bad_one_roll
         std::fs::read_to_string(d.join("rules.yaml")).unwrap(),
         rules_file
     );
+    // A model the box does not have: the same.
+    let v3 = push_config(p.core, r#"["car"]"#, "no-such-model.yaml");
+    let report = wait_reported(p.core, v3, "rolled_back");
+    assert!(
+        report["error"].as_str().unwrap().contains("no-such-model"),
+        "{report}"
+    );
+    assert_eq!(std::fs::read_to_string(&box_cfg).unwrap(), config_file);
 
     // A restart neither re-applies nor forgets what happened: the first heartbeats after it
     // report the same.
@@ -284,7 +307,7 @@ fn a_config_pushed_while_the_box_is_away_is_applied_on_return_and_a_bad_one_roll
         assert!(Instant::now() < deadline, "no heartbeat since the restart");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(health["config"]["version"], v2);
+    assert_eq!(health["config"]["version"], v3);
     assert_eq!(health["config"]["state"], "rolled_back");
     assert_eq!(std::fs::read_to_string(&box_cfg).unwrap(), config_file);
     stop(b);

@@ -64,6 +64,9 @@ pub mod v1 {
         /// Events the box had to delete before they were synced (disk budget).
         pub events_dropped_unsynced: u64,
         pub at_ms: i64,
+        /// The model manifest in use (its file name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub model: Option<String>,
         /// What became of the last desired config the box received (absent before the first).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub config: Option<ConfigReport>,
@@ -109,6 +112,10 @@ pub mod v1 {
         pub cameras: serde_json::Value,
         /// The rules file: `zones`, `lines` and `rules`.
         pub rules: serde_json::Value,
+        /// The model manifest to detect with: a file name in the box's model directory (beside
+        /// the manifest in use). Absent: keep the model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub model: Option<String>,
     }
 
     /// How a box dealt with a desired config.

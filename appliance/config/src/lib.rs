@@ -83,7 +83,7 @@ pub enum Backend {
     Tract,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
     #[serde(default)]

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aegis_base::{Backoff, Clock, Shutdown};
-use aegis_config::{Backend, CameraConfig, Config};
+use aegis_config::{Backend, CameraConfig, Config, DetectorConfig};
 use aegis_detect::{BackendKind, DetectError, ObjectDetector, PostProcess};
 use aegis_domain::{BlobUrn, Tracker};
 use aegis_ingest::{Frame, SourceSpec, StreamIngest, StreamStatus};
@@ -75,9 +75,9 @@ pub struct Appliance {
     shutdown: Shutdown,
     rules: Arc<LiveRules>,
     /// The model's classes: rules may name only these.
-    labels: Vec<String>,
+    labels: RwLock<Vec<String>>,
     /// What a camera needs to start: the detector, tracker and event settings.
-    template: Config,
+    template: RwLock<Config>,
     ort_library: PathBuf,
     clock: Arc<dyn Clock>,
     cameras: RwLock<Vec<Camera>>,
@@ -154,8 +154,8 @@ impl Appliance {
             occupancy: broadcast::channel(1024).0,
             shutdown: Shutdown::new(),
             rules: Arc::default(),
-            labels,
-            template: config.clone(),
+            labels: RwLock::new(labels),
+            template: RwLock::new(config.clone()),
             ort_library: ort_library.to_owned(),
             clock: clock.clone(),
             cameras: RwLock::default(),
@@ -195,7 +195,8 @@ impl Appliance {
     }
 
     fn detector(&self, camera: &str) -> Result<ObjectDetector, PipelineError> {
-        load_detector(&self.template, &self.ort_library).map_err(|source| PipelineError::Detector {
+        let template = self.template.read().unwrap_or_else(|e| e.into_inner());
+        load_detector(&template, &self.ort_library).map_err(|source| PipelineError::Detector {
             camera: camera.to_owned(),
             source,
         })
@@ -240,7 +241,11 @@ impl Appliance {
             ),
             clock: self.clock.clone(),
         };
-        let config = &self.template;
+        let config = self
+            .template
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let t = &config.tracker;
         let max_lost_frames = (t.buffer_s * cam.detect_fps).ceil().max(1.0) as u32;
         let worker = CameraWorker {
@@ -324,8 +329,81 @@ impl Appliance {
     }
 
     /// The labels the model detects (what rules may name).
-    pub fn labels(&self) -> &[String] {
-        &self.labels
+    pub fn labels(&self) -> Vec<String> {
+        self.labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The detector settings in force.
+    pub fn detector_config(&self) -> DetectorConfig {
+        let template = self.template.read().unwrap_or_else(|e| e.into_inner());
+        template.detector.clone()
+    }
+
+    /// The classes a detector with these settings would report, loading it to find out (a model
+    /// that does not load is refused here, before anything changes).
+    pub fn probe_labels(&self, detector: &DetectorConfig) -> Result<Vec<String>, PipelineError> {
+        let mut config = self
+            .template
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        config.detector = detector.clone();
+        let probe = load_detector(&config, &self.ort_library).map_err(|source| {
+            PipelineError::Detector {
+                camera: String::new(),
+                source,
+            }
+        })?;
+        Ok(probe.labels().iter().map(|l| l.to_string()).collect())
+    }
+
+    /// Swaps the model of every camera: each camera's new detector is loaded first (so a model
+    /// that fails changes nothing), then the cameras restart with it.
+    pub fn set_detector(&self, detector: &DetectorConfig) -> Result<(), PipelineError> {
+        let _editing = self.editing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self
+            .template
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        next.detector = detector.clone();
+        let running: Vec<CameraConfig> = {
+            let cams = self.cameras.read().unwrap_or_else(|e| e.into_inner());
+            cams.iter().map(|c| c.config.clone()).collect()
+        };
+        let mut detectors = Vec::with_capacity(running.len());
+        let mut labels = None;
+        for cam in &running {
+            let d = load_detector(&next, &self.ort_library).map_err(|source| {
+                PipelineError::Detector {
+                    camera: cam.name.clone(),
+                    source,
+                }
+            })?;
+            labels.get_or_insert_with(|| d.labels().iter().map(|l| l.to_string()).collect());
+            detectors.push(d);
+        }
+        let labels = match labels {
+            Some(l) => l,
+            None => self.probe_labels(detector)?,
+        };
+        *self.template.write().unwrap_or_else(|e| e.into_inner()) = next;
+        *self.labels.write().unwrap_or_else(|e| e.into_inner()) = labels;
+        let stopping =
+            std::mem::take(&mut *self.cameras.write().unwrap_or_else(|e| e.into_inner()));
+        for cam in stopping {
+            info!(stream = %cam.config.name, "camera restarting with the new model");
+            cam.halt();
+        }
+        let mut started = Vec::with_capacity(running.len());
+        for (cam, detector) in running.iter().zip(detectors) {
+            started.push(self.start_camera(cam, detector)?);
+        }
+        *self.cameras.write().unwrap_or_else(|e| e.into_inner()) = started;
+        Ok(())
     }
 
     /// The rules in force.

@@ -205,7 +205,7 @@ impl Settings {
         apply_change(&mut list, section.key(), name, change)?;
         set_items(&mut doc, section.key(), list);
         let text = serde_yaml::to_string(&doc).expect("YAML values always serialise");
-        let rules = aegis_rules::RuleSet::parse(&text, Some(self.appliance.labels()))
+        let rules = aegis_rules::RuleSet::parse(&text, Some(&self.appliance.labels()))
             .map_err(|e| SettingsError::Invalid(e.0))?;
         Self::write(&path, &doc)?;
         if !named {
@@ -219,13 +219,18 @@ impl Settings {
 }
 
 impl Settings {
-    /// Replaces every camera and the whole rules file at once (the core's desired config), as
-    /// one transaction: both are validated first; if the new cameras cannot be started, both
-    /// files are written back and the cameras and rules that ran before keep running.
+    /// Replaces every camera and the whole rules file at once, and the model when `model` names
+    /// another (the core's desired config), as one transaction: all is validated first (rules
+    /// against the new model's classes); if the new model or cameras cannot be started, the
+    /// files are written back and what ran before runs again.
+    ///
+    /// `model` is the file name of a model manifest beside the one in use (the box's model
+    /// directory).
     pub fn replace_all(
         &self,
         cameras: &serde_json::Value,
         rules: &serde_json::Value,
+        model: Option<&str>,
     ) -> Result<(), SettingsError> {
         let _lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let old = Self::read_mapping(&self.path)?;
@@ -243,7 +248,19 @@ impl Settings {
         if !named {
             doc.insert("rules".into(), Value::from("rules.yaml"));
         }
+        let old_detector = self.appliance.detector_config();
+        if let Some(model) = model {
+            set_model(&mut doc, &old_detector, model)?;
+        }
         let config = self.validate(&doc)?;
+        let model_changes = config.detector != old_detector;
+        let labels = if model_changes {
+            self.appliance
+                .probe_labels(&config.detector)
+                .map_err(|e| invalid("model", &e.to_string()))?
+        } else {
+            self.appliance.labels()
+        };
         let Value::Mapping(rules_doc) = yaml(rules, "rules")? else {
             return Err(invalid(
                 "rules",
@@ -251,22 +268,66 @@ impl Settings {
             ));
         };
         let text = serde_yaml::to_string(&rules_doc).expect("YAML values always serialise");
-        let ruleset = aegis_rules::RuleSet::parse(&text, Some(self.appliance.labels()))
+        let ruleset = aegis_rules::RuleSet::parse(&text, Some(&labels))
             .map_err(|e| SettingsError::Invalid(e.0))?;
         Self::write(&rules_path, &rules_doc)?;
         Self::write(&self.path, &doc)?;
-        if let Err(e) = self.appliance.set_cameras(&config.cameras) {
+        let applied = if model_changes {
+            self.appliance.set_detector(&config.detector)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.appliance.set_cameras(&config.cameras));
+        if let Err(e) = applied {
             Self::write(&self.path, &old)?;
             match &old_rules {
                 Some(r) => Self::write(&rules_path, r)?,
                 None => std::fs::remove_file(&rules_path)
                     .map_err(|e| SettingsError::Io(format!("{}: {e}", rules_path.display())))?,
             }
+            if model_changes {
+                self.appliance.set_detector(&old_detector)?;
+            }
             return Err(e.into());
         }
         self.appliance.set_rules(ruleset);
         Ok(())
     }
+}
+
+/// Points the document's `detector.model` at `model`, a manifest file name beside the
+/// current manifest.
+fn set_model(
+    doc: &mut Mapping,
+    current: &aegis_config::DetectorConfig,
+    model: &str,
+) -> Result<(), SettingsError> {
+    let plain = Path::new(model)
+        .file_name()
+        .is_some_and(|n| n == std::ffi::OsStr::new(model));
+    if !plain || model.starts_with('.') {
+        return Err(invalid(
+            "model",
+            "must be the file name of a model manifest beside the one in use",
+        ));
+    }
+    let detector = doc
+        .entry("detector".into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let Value::Mapping(detector) = detector else {
+        return Err(invalid("detector", "must be a mapping"));
+    };
+    let in_use = detector
+        .get("model")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| current.model.clone());
+    let next = in_use.with_file_name(model);
+    detector.insert(
+        "model".into(),
+        Value::from(next.to_string_lossy().into_owned()),
+    );
+    Ok(())
 }
 
 /// A list section of a document (empty when absent).

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 /// One step per schema version; a fresh database runs them all. Written once for both
 /// databases: `BIGINT` and `SERIAL_KEY` are spelled per dialect by [`schema_steps`].
-const STEPS: [&str; 3] = [V1, V2, V3];
+const STEPS: [&str; 4] = [V1, V2, V3, V4];
 
 const V1: &str = "
 CREATE TABLE devices (
@@ -64,6 +64,9 @@ CREATE TABLE identities (
 );
 ";
 
+/// v4: the desired config may name the model.
+const V4: &str = "ALTER TABLE desired ADD COLUMN model TEXT;";
+
 pub(crate) enum Dialect {
     Sqlite,
     Postgres,
@@ -96,10 +99,11 @@ pub(crate) fn schema_steps(dialect: Dialect, version: i64) -> Result<(String, i6
 pub(crate) mod sql {
     pub const LIST_DEVICES: &str =
         "SELECT id, version, first_seen_ms, last_seen_ms, health FROM devices ORDER BY id";
-    pub const PUT_DESIRED: &str = "INSERT INTO desired (device, version, cameras, rules, updated_ms) VALUES ($1, 1, $2, $3, $4)
-     ON CONFLICT (device) DO UPDATE SET version = desired.version + 1, cameras = $2, rules = $3, updated_ms = $4
+    pub const PUT_DESIRED: &str = "INSERT INTO desired (device, version, cameras, rules, updated_ms, model) VALUES ($1, 1, $2, $3, $4, $5)
+     ON CONFLICT (device) DO UPDATE SET version = desired.version + 1, cameras = $2, rules = $3, updated_ms = $4, model = $5
      RETURNING version";
-    pub const GET_DESIRED: &str = "SELECT version, cameras, rules FROM desired WHERE device = $1";
+    pub const GET_DESIRED: &str =
+        "SELECT version, cameras, rules, model FROM desired WHERE device = $1";
     pub const ISSUE_TOKEN: &str =
         "INSERT INTO identities (device, token_sha256, token_expires_ms) VALUES ($1, $2, $3)
      ON CONFLICT (device) DO UPDATE SET token_sha256 = $2, token_expires_ms = $3";
@@ -141,12 +145,7 @@ pub trait Database: Sink {
     /// Events matching `q`: newest first, or oldest first after `q.after`.
     fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError>;
     /// Records a new desired config for `device`, one version above the last.
-    fn put_desired(
-        &self,
-        device: &str,
-        cameras: &serde_json::Value,
-        rules: &serde_json::Value,
-    ) -> Result<v1::Desired, SinkError>;
+    fn put_desired(&self, desired: &NewDesired) -> Result<v1::Desired, SinkError>;
     fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError>;
     /// Records a join token (by its hash) for `device`, replacing any earlier one.
     fn issue_token(
@@ -170,12 +169,22 @@ pub trait Database: Sink {
     fn device_keys(&self) -> Result<Vec<DeviceKey>, SinkError>;
 }
 
+/// A desired config to record; the database gives it its version.
+#[derive(Debug, Clone)]
+pub struct NewDesired {
+    pub device: String,
+    pub cameras: serde_json::Value,
+    pub rules: serde_json::Value,
+    pub model: Option<String>,
+}
+
 /// A desired config as the database row holds it.
 pub(crate) fn desired_from(
     device: String,
     version: i64,
     cameras: &str,
     rules: &str,
+    model: Option<String>,
 ) -> Result<v1::Desired, SinkError> {
     Ok(v1::Desired {
         schema: v1::DESIRED_SCHEMA.into(),
@@ -183,6 +192,7 @@ pub(crate) fn desired_from(
         version: version as u64,
         cameras: serde_json::from_str(cameras)?,
         rules: serde_json::from_str(rules)?,
+        model,
     })
 }
 
@@ -309,19 +319,14 @@ impl Database for SqliteDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn put_desired(
-        &self,
-        device: &str,
-        cameras: &serde_json::Value,
-        rules: &serde_json::Value,
-    ) -> Result<v1::Desired, SinkError> {
-        let (c, r) = (cameras.to_string(), rules.to_string());
+    fn put_desired(&self, d: &NewDesired) -> Result<v1::Desired, SinkError> {
+        let (c, r) = (d.cameras.to_string(), d.rules.to_string());
         let version: i64 = self.conn().query_row(
             &sqlite(sql::PUT_DESIRED),
-            params![device, c, r, SystemClock.now_ms()],
+            params![d.device, c, r, SystemClock.now_ms(), d.model],
             |row| row.get(0),
         )?;
-        desired_from(device.to_string(), version, &c, &r)
+        desired_from(d.device.clone(), version, &c, &r, d.model.clone())
     }
 
     fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError> {
@@ -334,6 +339,7 @@ impl Database for SqliteDb {
                 r.get(0)?,
                 &r.get::<_, String>(1)?,
                 &r.get::<_, String>(2)?,
+                r.get(3)?,
             )?)),
             None => Ok(None),
         }

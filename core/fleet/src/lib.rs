@@ -380,6 +380,9 @@ struct ConfigBody {
     cameras: Vec<serde_json::Value>,
     /// The rules file: zones, lines, rules.
     rules: serde_json::Map<String, serde_json::Value>,
+    /// The model manifest to use (a file name in the box's model directory); absent: keep it.
+    #[serde(default)]
+    model: Option<String>,
 }
 
 /// A device's desired config and what it last reported of it.
@@ -423,11 +426,13 @@ async fn put_config(
         Ok(Json(b)) => b,
         Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()),
     };
-    let (cameras, rules) = (
-        serde_json::Value::Array(body.cameras),
-        serde_json::Value::Object(body.rules),
-    );
-    match s.put_desired(&id, cameras, rules).await {
+    let desired = db::NewDesired {
+        device: id,
+        cameras: serde_json::Value::Array(body.cameras),
+        rules: serde_json::Value::Object(body.rules),
+        model: body.model,
+    };
+    match s.put_desired(desired).await {
         Ok(desired) => Json(desired).into_response(),
         Err(DesiredError::Database(e)) => internal(e),
         Err(e @ DesiredError::Hub { .. }) => {
@@ -450,12 +455,10 @@ impl CoreState {
     /// device's bucket on the hub, where the box finds it now or when it next connects.
     pub async fn put_desired(
         &self,
-        device: &str,
-        cameras: serde_json::Value,
-        rules: serde_json::Value,
+        new: db::NewDesired,
     ) -> Result<aegis_proto::v1::Desired, DesiredError> {
-        let (db, d) = (self.db.clone(), device.to_string());
-        let desired = tokio::task::spawn_blocking(move || db.put_desired(&d, &cameras, &rules))
+        let db = self.db.clone();
+        let desired = tokio::task::spawn_blocking(move || db.put_desired(&new))
             .await
             .map_err(|e| DesiredError::Database(e.to_string()))?
             .map_err(|e| DesiredError::Database(e.to_string()))?;
@@ -467,7 +470,7 @@ impl CoreState {
         let bucket = self
             .desired
             .create_or_update_key_value(kv::Config {
-                bucket: aegis_proto::subject::desired_bucket(device),
+                bucket: aegis_proto::subject::desired_bucket(&desired.device),
                 history: 1,
                 storage: async_nats::jetstream::stream::StorageType::File,
                 ..Default::default()

@@ -10,7 +10,8 @@ use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls};
 
 use crate::db::{
-    desired_from, events_query, schema_steps, sql, CoreEvent, Database, Device, Dialect, Query,
+    desired_from, events_query, schema_steps, sql, CoreEvent, Database, Device, Dialect,
+    NewDesired, Query,
 };
 
 pub struct PgDb {
@@ -101,23 +102,18 @@ impl Database for PgDb {
             .collect()
     }
 
-    fn put_desired(
-        &self,
-        device: &str,
-        cameras: &serde_json::Value,
-        rules: &serde_json::Value,
-    ) -> Result<v1::Desired, SinkError> {
-        let (c, r) = (cameras.to_string(), rules.to_string());
-        let row = self.wait(
-            self.client
-                .query_one(sql::PUT_DESIRED, &[&device, &c, &r, &SystemClock.now_ms()]),
-        )?;
-        desired_from(device.to_string(), row.get(0), &c, &r)
+    fn put_desired(&self, d: &NewDesired) -> Result<v1::Desired, SinkError> {
+        let (c, r) = (d.cameras.to_string(), d.rules.to_string());
+        let row = self.wait(self.client.query_one(
+            sql::PUT_DESIRED,
+            &[&d.device, &c, &r, &SystemClock.now_ms(), &d.model],
+        ))?;
+        desired_from(d.device.clone(), row.get(0), &c, &r, d.model.clone())
     }
 
     fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError> {
         let row = self.wait(self.client.query_opt(sql::GET_DESIRED, &[&device]))?;
-        row.map(|r| desired_from(device.to_string(), r.get(0), r.get(1), r.get(2)))
+        row.map(|r| desired_from(device.to_string(), r.get(0), r.get(1), r.get(2), r.get(3)))
             .transpose()
     }
 

@@ -200,11 +200,12 @@ async fn only_enrolled_boxes_get_in_each_only_as_itself_and_a_revoked_one_is_cut
     // reads its own.
     for device in ["box-a", "box-b"] {
         core.state
-            .put_desired(
-                device,
-                serde_json::json!([{"name": "door", "url": "rtsp://user:secret@cam/1"}]),
-                serde_json::json!({}),
-            )
+            .put_desired(aegis_fleet::db::NewDesired {
+                device: device.into(),
+                cameras: serde_json::json!([{"name": "door", "url": "rtsp://user:secret@cam/1"}]),
+                rules: serde_json::json!({}),
+                model: None,
+            })
             .await
             .unwrap();
     }

@@ -180,6 +180,7 @@ pub fn health(device: &str) -> v1::Health {
         disk_free_bytes: 1 << 30,
         outbox_backlog: 0,
         events_dropped_unsynced: 0,
+        model: None,
         config: None,
         at_ms: 0,
     }
