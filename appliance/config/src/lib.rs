@@ -752,4 +752,29 @@ mod tests {
         assert!(errors("cameras: [{name: a, url: 'http://x/y'}]")[0].contains("unsupported scheme"));
         assert!(errors("cameras: [")[0].starts_with("not valid YAML"));
     }
+
+    #[test]
+    fn a_sync_section_is_checked_field_by_field() {
+        let ok = parse("cameras: [{name: a, url: x.mp4}]\nsync: {device: shop-1, hub: 'nats-leaf://core:7422', core: 'http://core:8090', token: t}\n").unwrap();
+        let sync = ok.sync.unwrap();
+        assert_eq!((sync.budget_mb, sync.listen.port()), (1024, 4250));
+        let errs = errors(
+            "cameras: [{name: a, url: x.mp4}]\nsync: {device: Shop_1, hub: 'http://core', core: 'ftp://core', budget_mb: 1, heartbeat_s: 0}\n",
+        );
+        let joined = errs.join("\n");
+        for want in [
+            "sync.device: must be 1-63 lowercase",
+            "sync.hub: must be a nats-leaf://",
+            "sync.core: must be the http:// or https:// URL",
+            "sync.budget_mb: must be at least 16",
+            "sync.heartbeat_s: must be at least 0.5",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+        }
+        assert_eq!(errs.len(), 5, "{joined}");
+        assert!(errors(
+            "cameras: [{name: a, url: x.mp4}]\nsync: {device: a, hub: 'nats://h', budget: 3}\n"
+        )[0]
+        .contains("unknown field `budget`"));
+    }
 }
