@@ -131,28 +131,38 @@ impl Browser {
 
     /// Evaluates JavaScript in the page (promises are awaited); returns its value.
     pub fn eval(&mut self, js: &str) -> Value {
+        self.try_eval(js).unwrap_or_else(|e| panic!("{js}: {e}"))
+    }
+
+    /// Evaluates JavaScript in the page; an exception it throws is the error.
+    fn try_eval(&mut self, js: &str) -> Result<Value, Value> {
         let r = self.call(
             "Runtime.evaluate",
             json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
         );
-        if let Some(e) = r.get("exceptionDetails") {
-            panic!("{js}: {e}");
+        match r.get("exceptionDetails") {
+            Some(e) => Err(e.clone()),
+            None => Ok(r["result"]["value"].clone()),
         }
-        r["result"]["value"].clone()
     }
 
-    /// Evaluates `js` until it is truthy; returns that value, or panics after `within`.
+    /// Evaluates `js` until it is truthy; returns that value, or panics after `within`. An
+    /// exception counts as not yet (the page may be between documents, mid-navigation).
     pub fn wait_for(&mut self, js: &str, within: Duration) -> Value {
         let started = Instant::now();
         loop {
-            let v = self.eval(js);
+            let (v, thrown) = match self.try_eval(js) {
+                Ok(v) => (v, None),
+                Err(e) => (Value::Null, Some(e)),
+            };
             let truthy =
                 !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }
             if started.elapsed() > within {
-                panic!("not true within {within:?}: {js}");
+                let last = thrown.map_or_else(String::new, |e| format!(" (last it threw: {e})"));
+                panic!("not true within {within:?}: {js}{last}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
