@@ -447,30 +447,21 @@ async fn every_call_needs_a_session_changes_need_its_csrf_token_and_guessing_is_
         "no zone was added: {rules}"
     );
     // Bodies: too large, not JSON, malformed, the wrong shape.
-    let r = http
-        .put(format!("{base}/api/zones/door"))
-        .header("content-type", "application/json")
-        .body(format!("{{\"camera\": \"{}\"}}", "x".repeat(100_000)))
-        .send()
-        .await
-        .unwrap();
-    problem(r, 413).await;
-    let r = http
-        .put(format!("{base}/api/zones/door"))
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    problem(r, 415).await;
-    let r = http
-        .put(format!("{base}/api/zones/door"))
-        .header("content-type", "application/json")
-        .body("{\"camera\": ")
-        .send()
-        .await
-        .unwrap();
-    problem(r, 400).await;
+    let too_large = format!("{{\"camera\": \"{}\"}}", "x".repeat(100_000));
+    for (content_type, body, status) in [
+        ("application/json", too_large.as_str(), 413),
+        ("text/plain", "{}", 415),
+        ("application/json", "{\"camera\": ", 400),
+    ] {
+        let r = http
+            .put(format!("{base}/api/zones/door"))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        problem(r, status).await;
+    }
     let r = http
         .post(format!("{base}/api/auth/password"))
         .json(&serde_json::json!({"current": "wrong-password", "new": "long enough"}))

@@ -29,7 +29,7 @@ use tokio::sync::broadcast;
 use tracing::{error, info, info_span};
 
 pub use lifecycle::{Lifecycle, Pending};
-pub use live::{LiveTrack, LiveTracks, LiveView};
+pub use live::{LiveTracks, LiveView};
 pub use settings::{Change, RulesSection, Settings, SettingsError};
 pub use snapshot::encode_snapshot;
 use snapshot::SnapshotJob;

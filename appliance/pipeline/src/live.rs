@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use aegis_domain::Track;
 use aegis_ingest::{ff, RgbConverter};
+use aegis_rules::TrackIn;
 use serde::Serialize;
 
 use crate::snapshot::encode_jpeg;
@@ -24,16 +25,7 @@ pub struct LiveTracks {
     pub at_ms: i64,
     pub width: u32,
     pub height: u32,
-    pub tracks: Vec<LiveTrack>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveTrack {
-    pub id: u64,
-    pub label: String,
-    pub score: f32,
-    /// x1, y1, x2, y2 in pixels.
-    pub bbox: [f32; 4],
+    pub tracks: Vec<TrackIn>,
 }
 
 /// A frame's sequence number and its JPEG.
@@ -93,15 +85,7 @@ impl LiveView {
             at_ms,
             width: picture.width(),
             height: picture.height(),
-            tracks: tracks
-                .iter()
-                .map(|t| LiveTrack {
-                    id: t.id,
-                    label: t.label.to_string(),
-                    score: t.score,
-                    bbox: [t.bbox.x1, t.bbox.y1, t.bbox.x2, t.bbox.y2],
-                })
-                .collect(),
+            tracks: tracks.iter().map(crate::rules::track_in).collect(),
         };
         let latest = Latest {
             tracks: Arc::new(view),

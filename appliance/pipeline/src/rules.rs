@@ -18,16 +18,18 @@ pub(crate) fn track_frame(
         stream: stream.to_owned(),
         t_ms: frame.wall_ms,
         frame: [frame.width, frame.height],
-        tracks: tracks
-            .iter()
-            .map(|t| TrackIn {
-                id: t.id,
-                label: t.label.to_string(),
-                score: t.score,
-                bbox: [t.bbox.x1, t.bbox.y1, t.bbox.x2, t.bbox.y2],
-            })
-            .collect(),
+        tracks: tracks.iter().map(track_in).collect(),
         ended: ended.to_vec(),
+    }
+}
+
+/// A track as the rules engine and the live view take it.
+pub(crate) fn track_in(t: &Track) -> TrackIn {
+    TrackIn {
+        id: t.id,
+        label: t.label.to_string(),
+        score: t.score,
+        bbox: [t.bbox.x1, t.bbox.y1, t.bbox.x2, t.bbox.y2],
     }
 }
 

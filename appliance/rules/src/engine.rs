@@ -28,7 +28,7 @@ pub struct TrackFrame {
     pub ended: Vec<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackIn {
     pub id: u64,
