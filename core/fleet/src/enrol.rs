@@ -34,24 +34,18 @@ impl CoreState {
     pub async fn issue_token(&self, device: &str) -> Result<(String, i64), String> {
         let token = random_hex();
         let expires = SystemClock.now_ms() + TOKEN_TTL_MS;
-        let (db, d, hash) = (self.db.clone(), device.to_string(), sha256_hex(&token));
-        tokio::task::spawn_blocking(move || db.issue_token(&d, &hash, expires))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let (d, hash) = (device.to_string(), sha256_hex(&token));
+        self.with_db(move |db| db.issue_token(&d, &hash, expires))
+            .await?;
         Ok((token, expires))
     }
 
     /// Enrols a box; `Ok(false)` when the token is wrong, used or expired.
     pub async fn enrol(&self, request: &EnrolRequest) -> Result<bool, String> {
-        let (db, r) = (self.db.clone(), request.clone());
-        let now = SystemClock.now_ms();
-        let enrolled = tokio::task::spawn_blocking(move || {
-            db.enrol(&r.device, &sha256_hex(&r.token), &r.public_key, now)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        let (r, now) = (request.clone(), SystemClock.now_ms());
+        let enrolled = self
+            .with_db(move |db| db.enrol(&r.device, &sha256_hex(&r.token), &r.public_key, now))
+            .await?;
         if enrolled {
             self.put_hub_config().await?;
         }
@@ -60,12 +54,8 @@ impl CoreState {
 
     /// Revokes a device; `Ok(false)` when it had no identity in force.
     pub async fn revoke(&self, device: &str) -> Result<bool, String> {
-        let (db, d) = (self.db.clone(), device.to_string());
-        let now = SystemClock.now_ms();
-        let revoked = tokio::task::spawn_blocking(move || db.revoke(&d, now))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let (d, now) = (device.to_string(), SystemClock.now_ms());
+        let revoked = self.with_db(move |db| db.revoke(&d, now)).await?;
         if revoked {
             self.put_hub_config().await?;
         }
@@ -75,11 +65,7 @@ impl CoreState {
     /// Restarts the hub with the devices enrolled now (see `NatsServer::restart` for why not a
     /// reload); the boxes reconnect within a second.
     async fn put_hub_config(&self) -> Result<(), String> {
-        let db = self.db.clone();
-        let keys = tokio::task::spawn_blocking(move || db.device_keys())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let keys = self.with_db(|db| db.device_keys()).await?;
         self.hub
             .restart(self.hub_auth.role(keys))
             .map_err(|e| e.to_string())

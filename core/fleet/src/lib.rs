@@ -294,9 +294,8 @@ struct DeviceView {
 }
 
 async fn devices(State(s): State<CoreState>) -> Response {
-    let db = s.db.clone();
-    match tokio::task::spawn_blocking(move || db.list_devices()).await {
-        Ok(Ok(list)) => {
+    match s.with_db(|db| db.list_devices()).await {
+        Ok(list) => {
             let now = SystemClock.now_ms();
             let views: Vec<DeviceView> = list
                 .into_iter()
@@ -307,7 +306,6 @@ async fn devices(State(s): State<CoreState>) -> Response {
                 .collect();
             Json(views).into_response()
         }
-        Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
 }
@@ -356,9 +354,8 @@ async fn events(
         after: None,
         limit,
     };
-    let db = s.db.clone();
-    match tokio::task::spawn_blocking(move || db.events(&q)).await {
-        Ok(Ok(events)) => {
+    match s.with_db(move |db| db.events(&q)).await {
+        Ok(events) => {
             let next_cursor = (events.len() == limit)
                 .then(|| events.last().map(|e| e.seq))
                 .flatten();
@@ -368,7 +365,6 @@ async fn events(
             })
             .into_response()
         }
-        Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
 }
@@ -387,24 +383,23 @@ struct ConfigBody {
 
 /// A device's desired config and what it last reported of it.
 async fn get_config(State(s): State<CoreState>, Path(id): Path<String>) -> Response {
-    let db = s.db.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let desired = db.desired(&id)?;
-        let reported = db
-            .list_devices()?
-            .into_iter()
-            .find(|d| d.id == id)
-            .map(|d| d.health["config"].clone());
-        Ok::<_, aegis_sync::ingest::SinkError>((desired, reported))
-    })
-    .await;
+    let found = s
+        .with_db(move |db| {
+            let desired = db.desired(&id)?;
+            let reported = db
+                .list_devices()?
+                .into_iter()
+                .find(|d| d.id == id)
+                .map(|d| d.health["config"].clone());
+            Ok((desired, reported))
+        })
+        .await;
     match found {
-        Ok(Ok((desired, reported))) => Json(serde_json::json!({
+        Ok((desired, reported)) => Json(serde_json::json!({
             "desired": desired,
             "reported": reported.unwrap_or_default(),
         }))
         .into_response(),
-        Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
 }
@@ -451,17 +446,28 @@ pub enum DesiredError {
 }
 
 impl CoreState {
+    /// Runs `f` on the database off the async threads; any failure as text.
+    pub(crate) async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Database) -> Result<T, aegis_sync::ingest::SinkError> + Send + 'static,
+    ) -> Result<T, String> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(db.as_ref()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     /// Records a new desired config for `device` (the next version) and puts it in the
     /// device's bucket on the hub, where the box finds it now or when it next connects.
     pub async fn put_desired(
         &self,
         new: db::NewDesired,
     ) -> Result<aegis_proto::v1::Desired, DesiredError> {
-        let db = self.db.clone();
-        let desired = tokio::task::spawn_blocking(move || db.put_desired(&new))
+        let desired = self
+            .with_db(move |db| db.put_desired(&new))
             .await
-            .map_err(|e| DesiredError::Database(e.to_string()))?
-            .map_err(|e| DesiredError::Database(e.to_string()))?;
+            .map_err(DesiredError::Database)?;
         let bytes = serde_json::to_vec(&desired).expect("desired configs always serialise");
         let hub = |error: String| DesiredError::Hub {
             version: desired.version,

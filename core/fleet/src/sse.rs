@@ -37,17 +37,13 @@ struct Feed {
 
 impl Feed {
     async fn page(&self, after: Option<i64>, limit: usize) -> Result<Vec<CoreEvent>, String> {
-        let db = self.state.db.clone();
         let q = db::Query {
             device: self.device.clone(),
             after,
             limit,
             ..Default::default()
         };
-        tokio::task::spawn_blocking(move || db.events(&q))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        self.state.with_db(move |db| db.events(&q)).await
     }
 }
 
