@@ -232,6 +232,7 @@ impl EdgeSync {
         config: &Config,
         appliance: &Arc<aegis_pipeline::Appliance>,
         settings: &Arc<aegis_pipeline::Settings>,
+        status: Arc<aegis_sync::forward::ForwardStatus>,
     ) -> anyhow::Result<Option<EdgeSync>> {
         let Some(sc) = config.sync.clone() else {
             return Ok(None);
@@ -278,7 +279,7 @@ impl EdgeSync {
             aegis_sync::forward::stream_config(&sc.device, budget),
             appliance.feed().subscribe(),
             Arc::new(aegis_base::SystemClock),
-            Arc::new(aegis_sync::forward::ForwardStatus::default()),
+            status,
             shutdown.clone(),
         ));
         let tracker = Arc::new(aegis_sync::desired::ConfigTracker::load(
@@ -423,16 +424,20 @@ fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     }
     let mqtt = start_mqtt(&config, &appliance)?;
     let settings = Arc::new(aegis_pipeline::Settings::new(path, appliance.clone()));
-    let state = aegis_web::WebState::new(
+    let sync_status = Arc::new(aegis_sync::forward::ForwardStatus::default());
+    let mut state = aegis_web::WebState::new(
         appliance.clone(),
         Some(settings.clone()),
         mqtt.as_ref().map(|(status, _)| status.clone()),
     );
+    if config.sync.is_some() {
+        state = state.with_sync(sync_status.clone());
+    }
     let shutdown = appliance.shutdown_handle();
     let result = tokio::runtime::Runtime::new()?.block_on(async {
         let listener = crate::bind(config.http.listen).await?;
         crate::stop_on_signal(shutdown.clone())?;
-        let sync = EdgeSync::start(&config, &appliance, &settings).await;
+        let sync = EdgeSync::start(&config, &appliance, &settings, sync_status).await;
         let served = match &sync {
             Ok(_) => aegis_web::serve(listener, state).await.map_err(Into::into),
             Err(_) => Ok(()),

@@ -345,6 +345,16 @@ fn the_console_shows_the_box_its_events_with_snapshots_and_a_pushed_config_being
         std::fs::write(Path::new(&out).join("console.png"), &png).unwrap();
     }
 
+    // The box's own metrics show its side of the sync.
+    let cookie = common::login(p.appliance, &d.join("box"));
+    let (_, metrics) = common::http(p.appliance, "GET", "/metrics", &[("Cookie", &cookie)], "");
+    assert!(metrics.contains("\naegis_sync_connected 1\n"), "{metrics}");
+    let forwarded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("aegis_sync_forwarded_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(forwarded.is_some_and(|n| n > 0), "{metrics}");
+
     // Push a config from the form and watch the box report it applied.
     let camera = std::fs::read_to_string(&box_cfg).unwrap();
     let url = camera

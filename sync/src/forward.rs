@@ -24,13 +24,13 @@ const BATCH: usize = 500;
 /// How long the stream remembers message ids to drop republished events.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 
-/// What the forwarder has done, for `/metrics` and the heartbeat.
+/// What the forwarder has done, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ForwardStatus {
     pub forwarded: AtomicU64,
     /// Whether the last attempt to reach the stream worked.
     pub connected: AtomicBool,
-    pub last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<String>>,
 }
 
 impl ForwardStatus {

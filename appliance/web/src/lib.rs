@@ -44,6 +44,8 @@ pub struct WebState {
     settings: Option<Arc<Settings>>,
     /// The MQTT publisher's counters, when one runs.
     mqtt: Option<Arc<aegis_mqtt::MqttStatus>>,
+    /// The sync forwarder's counters, when the box syncs to a core.
+    sync: Option<Arc<aegis_sync::forward::ForwardStatus>>,
     auth: Arc<auth::Auth>,
     cpu: Arc<api::CpuSampler>,
 }
@@ -61,9 +63,16 @@ impl WebState {
             appliance,
             settings,
             mqtt,
+            sync: None,
             auth: Arc::default(),
             cpu: Arc::default(),
         }
+    }
+
+    /// Shows the sync forwarder's counters in `/metrics`.
+    pub fn with_sync(mut self, status: Arc<aegis_sync::forward::ForwardStatus>) -> Self {
+        self.sync = Some(status);
+        self
     }
 }
 

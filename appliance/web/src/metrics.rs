@@ -169,6 +169,22 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
             ),
         ]);
     }
+    if let Some(f) = &s.sync {
+        singles.extend([
+            (
+                "aegis_sync_connected",
+                "gauge",
+                "1 while the box's stream takes events (its leaf node is up and has room).",
+                u64::from(f.connected.load(Relaxed)),
+            ),
+            (
+                "aegis_sync_forwarded_total",
+                "counter",
+                "Events handed to the box's stream for the core.",
+                f.forwarded.load(Relaxed),
+            ),
+        ]);
+    }
     for (name, kind, help, value) in singles {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
