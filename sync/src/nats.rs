@@ -123,6 +123,9 @@ impl ServerSpec {
             "logfile_size_limit": 10 << 20,
             "logfile_max_num": 3,
             "max_payload": 1 << 20,
+            // Each server names the ports it bound in `<exe>_<pid>.ports` here: readiness is
+            // judged by our own child's file, never by whoever answers on the port.
+            "ports_file_dir": self.dir,
         });
         match &self.role {
             Role::Leaf {
@@ -231,7 +234,7 @@ impl NatsServer {
                 .spawn(move || {
                     let started = spawn(&spec).and_then(|mut child| {
                         control.pid.store(child.id(), Ordering::SeqCst);
-                        match wait_ready(&spec) {
+                        match wait_ready(&spec, child.id()) {
                             Ok(()) => Ok(child),
                             Err(e) => {
                                 let _ = child.kill();
@@ -333,6 +336,12 @@ impl Drop for NatsServer {
 /// Starts the server. It gets SIGTERM when the thread that started it ends, so a `kill -9` of
 /// the appliance or the core takes its nats-server down too.
 fn spawn(spec: &ServerSpec) -> Result<Child, NatsServerError> {
+    // A predecessor killed outright leaves its ports file; a new child could reuse its pid.
+    for entry in std::fs::read_dir(&spec.dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "ports") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let mut command = Command::new(&spec.binary);
     command
         .arg("-c")
@@ -365,10 +374,21 @@ fn wait_port_free(spec: &ServerSpec) -> Result<(), NatsServerError> {
     Ok(())
 }
 
-fn wait_ready(spec: &ServerSpec) -> Result<(), NatsServerError> {
+/// Waits until the child `pid` has bound its ports (it writes them to its ports file) and the
+/// client port answers. A port chosen as free may be taken by another process before the child
+/// binds it; a connection alone would mistake that process for ours.
+fn wait_ready(spec: &ServerSpec, pid: u32) -> Result<(), NatsServerError> {
+    let ports_file = format!("_{pid}.ports");
+    let bound = || {
+        std::fs::read_dir(&spec.dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(&ports_file))
+        })
+    };
     let deadline = Instant::now() + READY_TIMEOUT;
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&spec.listen, Duration::from_millis(200)).is_ok() {
+        if bound() && TcpStream::connect_timeout(&spec.listen, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -437,7 +457,7 @@ fn supervise(spec: ServerSpec, child: Child, control: Arc<Control>) {
                 // `stop` sets the flag before it reads the pid; one of the two sees the other.
                 if stopping.load(Ordering::SeqCst) {
                     signal(c.id(), libc::SIGTERM);
-                } else if wait_ready(&spec).is_ok() {
+                } else if wait_ready(&spec, c.id()).is_ok() {
                     backoff.reset();
                 }
                 child = Some(c);
