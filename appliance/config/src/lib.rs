@@ -93,9 +93,9 @@ pub struct DetectorConfig {
     pub model: PathBuf,
     #[serde(default = "default_threads")]
     pub threads: usize,
-    /// ONNX Runtime's threads spin between frames, waiting for the next one: inference is
-    /// faster, but they hold the cores for a moment after each frame, which delays other work
-    /// (MQTT, the web UI) on a small box. Off trades inference time for that (docs/BENCHMARKS.md).
+    /// ONNX Runtime's threads spin while they wait for work within an inference, which makes it
+    /// faster; they stop when it ends, so MQTT and the web UI have the cores between frames.
+    /// Off saves a little CPU at a cost in inference time (docs/BENCHMARKS.md).
     #[serde(default = "yes")]
     pub spin: bool,
     /// Detections below this score are discarded (per-class `scores` override it).

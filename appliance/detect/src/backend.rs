@@ -31,8 +31,9 @@ pub trait Backend: Send {
 pub struct Threads {
     /// Threads for one inference (ONNX Runtime's intra-op pool; tract uses one).
     pub count: usize,
-    /// Whether ONNX Runtime's pool threads spin, waiting for work, after each run: faster
-    /// inference, but they hold the cores for a moment after every frame.
+    /// Whether ONNX Runtime's pool threads spin while they wait for work within a run: faster
+    /// inference. They stop when the run ends, so the rest of the pipeline has the cores
+    /// between frames.
     pub spin: bool,
 }
 
@@ -119,6 +120,8 @@ mod ort_backend {
                 .with_intra_threads(threads.count)
                 .map_err(rt)?
                 .with_intra_op_spinning(threads.spin)
+                .map_err(rt)?
+                .with_config_entry("session.force_spinning_stop", "1")
                 .map_err(rt)?
                 .with_inter_threads(1)
                 .map_err(rt)?
