@@ -221,14 +221,26 @@ pub(crate) fn start_mqtt(
 }
 
 /// The box's side of the fleet sync: its leaf nats-server, the outbox forwarder and the heartbeat.
+/// The cameras never wait for it: while the leaf cannot start (its port taken, its binary
+/// missing), events wait in the outbox and it is tried again with backoff.
 struct EdgeSync {
-    leaf: aegis_sync::NatsServer,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    run: tokio::task::JoinHandle<()>,
+}
+
+/// What the sync needs from the appliance.
+struct SyncParts {
+    sc: aegis_config::SyncConfig,
+    storage: std::path::PathBuf,
+    identity: aegis_sync::enrol::Identity,
+    spec: aegis_sync::ServerSpec,
+    appliance: Arc<aegis_pipeline::Appliance>,
+    settings: Arc<aegis_pipeline::Settings>,
+    status: Arc<aegis_sync::forward::ForwardStatus>,
 }
 
 impl EdgeSync {
     /// Starts it when the config has a `sync` section. Call inside a Tokio runtime.
-    async fn start(
+    fn start(
         config: &Config,
         appliance: &Arc<aegis_pipeline::Appliance>,
         settings: &Arc<aegis_pipeline::Settings>,
@@ -237,7 +249,6 @@ impl EdgeSync {
         let Some(sc) = config.sync.clone() else {
             return Ok(None);
         };
-        let budget = sc.budget_mb * 1024 * 1024;
         let nats_dir = config.storage.dir.join("nats");
         let identity = aegis_sync::enrol::Identity::load_or_create(&nats_dir)
             .map_err(|e| anyhow::anyhow!("sync: {e}"))?;
@@ -249,17 +260,81 @@ impl EdgeSync {
                 device: sc.device.clone(),
                 hub: vec![sc.hub.clone()],
                 // Room for the stream's budget plus JetStream's own bookkeeping.
-                max_file_store: budget + 64 * 1024 * 1024,
+                max_file_store: sc.budget_mb * 1024 * 1024 + 64 * 1024 * 1024,
                 seed: Some(identity.seed.clone()),
             },
         };
-        let leaf =
-            tokio::task::spawn_blocking(move || aegis_sync::NatsServer::start(spec)).await??;
-        let client = async_nats::ConnectOptions::new()
+        let parts = SyncParts {
+            sc,
+            storage: config.storage.dir.clone(),
+            identity,
+            spec,
+            appliance: appliance.clone(),
+            settings: settings.clone(),
+            status,
+        };
+        Ok(Some(EdgeSync {
+            run: tokio::spawn(parts.run()),
+        }))
+    }
+
+    /// Waits for it to wind down (the appliance's shutdown stops it).
+    async fn stop(self) {
+        let _ = self.run.await;
+    }
+}
+
+impl SyncParts {
+    async fn run(self) {
+        let shutdown = self.appliance.shutdown_handle();
+        let mut backoff = aegis_base::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let leaf = loop {
+            let spec = self.spec.clone();
+            match tokio::task::spawn_blocking(move || aegis_sync::NatsServer::start(spec)).await {
+                Ok(Ok(leaf)) => break leaf,
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "sync: the leaf node cannot start; events wait in the outbox; retrying"
+                ),
+                Err(e) => tracing::error!(error = %e, "sync: starting the leaf node failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = shutdown.triggered() => return,
+            }
+        };
+        let tasks = self.follow(&leaf).await;
+        for task in tasks {
+            let _ = task.await;
+        }
+        let _ = tokio::task::spawn_blocking(move || leaf.stop()).await;
+    }
+
+    /// Connects to the running `leaf` and starts enrolment, the forwarder, the heartbeat and
+    /// the desired-config follower; they end with the appliance.
+    async fn follow(self, leaf: &aegis_sync::NatsServer) -> Vec<tokio::task::JoinHandle<()>> {
+        let SyncParts {
+            sc,
+            storage,
+            identity,
+            appliance,
+            settings,
+            status,
+            ..
+        } = self;
+        let budget = sc.budget_mb * 1024 * 1024;
+        let connected = async_nats::ConnectOptions::new()
             .custom_inbox_prefix(aegis_sync::box_inbox(&sc.device))
             .retry_on_initial_connect()
             .connect(leaf.client_url())
-            .await?;
+            .await;
+        let client = match connected {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "sync: cannot connect to the leaf node; sync is off");
+                return Vec::new();
+            }
+        };
         let shutdown = appliance.shutdown_handle();
         // Until it is enrolled the hub refuses the leaf; events wait on the box meanwhile.
         let enrol = tokio::spawn(enrol_until_done(identity, sc.clone(), shutdown.clone()));
@@ -283,7 +358,7 @@ impl EdgeSync {
             shutdown.clone(),
         ));
         let tracker = Arc::new(aegis_sync::desired::ConfigTracker::load(
-            config.storage.dir.join("desired-config.json"),
+            storage.join("desired-config.json"),
         ));
         let s = settings.clone();
         let follow = tokio::spawn(aegis_sync::desired::follow(
@@ -311,21 +386,8 @@ impl EdgeSync {
             shutdown,
         ));
         tracing::info!(device = %sc.device, hub = %sc.hub, "sync: leaf node running");
-        Ok(Some(EdgeSync {
-            leaf,
-            tasks: tasks
-                .into_iter()
-                .chain([forward, heartbeat, follow])
-                .collect(),
-        }))
-    }
-
-    async fn stop(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        let leaf = self.leaf;
-        let _ = tokio::task::spawn_blocking(move || leaf.stop()).await;
+        tasks.extend([forward, heartbeat, follow]);
+        tasks
     }
 }
 
@@ -437,7 +499,7 @@ fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let result = tokio::runtime::Runtime::new()?.block_on(async {
         let listener = crate::bind(config.http.listen).await?;
         crate::stop_on_signal(shutdown.clone())?;
-        let sync = EdgeSync::start(&config, &appliance, &settings, sync_status).await;
+        let sync = EdgeSync::start(&config, &appliance, &settings, sync_status);
         let served = match &sync {
             Ok(_) => aegis_web::serve(listener, state).await.map_err(Into::into),
             Err(_) => Ok(()),

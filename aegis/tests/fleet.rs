@@ -174,6 +174,62 @@ fn kill_9_of_the_appliance_and_the_core_loses_no_event_and_duplicates_none() {
     stop(core);
 }
 
+#[test]
+fn a_box_whose_leaf_node_cannot_start_goes_on_detecting_and_syncs_once_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = Ports::new();
+    let core = start_core(&core_config(d, &p), p.core);
+    let token = join_token(&p);
+    // Something else holds the port the box's leaf node should listen on.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", p.leaf)).unwrap();
+    let appliance = run(&box_config(d, &p, true, &token));
+    let started = Instant::now();
+    wait_healthy(p.appliance);
+
+    let deadline = started + Duration::from_secs(60);
+    while box_ids(d).len() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the box makes events without its sync"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cookie = common::login(p.appliance, &d.join("box"));
+    let (_, metrics) = common::http(p.appliance, "GET", "/metrics", &[("Cookie", &cookie)], "");
+    assert!(metrics.contains("\naegis_sync_connected 0\n"), "{metrics}");
+    assert!(core_ids(d).is_empty());
+
+    // Held past the first attempt's wait for the port (15 s), so a retry is what starts it.
+    std::thread::sleep(
+        (started + Duration::from_secs(18)).saturating_duration_since(Instant::now()),
+    );
+    assert!(core_ids(d).is_empty());
+
+    // The port is free again: the leaf starts, and what waited in the outbox reaches the core.
+    drop(taken);
+    let waited: BTreeSet<String> = box_ids(d).into_iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got: BTreeSet<String> = core_ids(d).into_iter().collect();
+        if got.is_superset(&waited) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the core has {} of the {} events that waited",
+            waited.intersection(&got).count(),
+            waited.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop(appliance);
+    let got = core_ids(d);
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(got.len(), unique.len(), "no event twice");
+    stop(core);
+}
+
 /// `GET path` on `port`: the JSON body.
 fn get_json(port: u16, path: &str) -> serde_json::Value {
     let (status, response) = common::http(port, "GET", path, &[], "");

@@ -29,6 +29,11 @@ pub enum NatsServerError {
     InUse(SocketAddr),
     #[error("nats-server did not accept clients on {addr} within {READY_TIMEOUT:?}; its log ends with:\n{log}")]
     NotReady { addr: SocketAddr, log: String },
+    #[error("nats-server exited ({status}); its log ends with:\n{log}")]
+    Exited {
+        status: std::process::ExitStatus,
+        log: String,
+    },
 }
 
 /// What a server is for; everything else in its config follows from it.
@@ -234,7 +239,7 @@ impl NatsServer {
                 .spawn(move || {
                     let started = spawn(&spec).and_then(|mut child| {
                         control.pid.store(child.id(), Ordering::SeqCst);
-                        match wait_ready(&spec, child.id()) {
+                        match wait_ready(&spec, &mut child) {
                             Ok(()) => Ok(child),
                             Err(e) => {
                                 let _ = child.kill();
@@ -363,9 +368,11 @@ fn spawn(spec: &ServerSpec) -> Result<Child, NatsServerError> {
         .map_err(|e| NatsServerError::Spawn(spec.binary.clone(), e))
 }
 
+/// Waits until the listen address can be bound. A bind, not a connection, is the probe: a
+/// listener that never accepts stops answering connections once its backlog is full.
 fn wait_port_free(spec: &ServerSpec) -> Result<(), NatsServerError> {
     let deadline = Instant::now() + READY_TIMEOUT;
-    while TcpStream::connect_timeout(&spec.listen, Duration::from_millis(200)).is_ok() {
+    while std::net::TcpListener::bind(spec.listen).is_err() {
         if Instant::now() > deadline {
             return Err(NatsServerError::InUse(spec.listen));
         }
@@ -374,11 +381,12 @@ fn wait_port_free(spec: &ServerSpec) -> Result<(), NatsServerError> {
     Ok(())
 }
 
-/// Waits until the child `pid` has bound its ports (it writes them to its ports file) and the
-/// client port answers. A port chosen as free may be taken by another process before the child
-/// binds it; a connection alone would mistake that process for ours.
-fn wait_ready(spec: &ServerSpec, pid: u32) -> Result<(), NatsServerError> {
-    let ports_file = format!("_{pid}.ports");
+/// Waits until `child` has bound its ports (it writes them to its ports file) and the client
+/// port answers. A port chosen as free may be taken by another process before the child binds
+/// it; a connection alone would mistake that process for ours. A child that exits (its port
+/// taken, a bad config) is reported at once.
+fn wait_ready(spec: &ServerSpec, child: &mut Child) -> Result<(), NatsServerError> {
+    let ports_file = format!("_{}.ports", child.id());
     let bound = || {
         std::fs::read_dir(&spec.dir).is_ok_and(|entries| {
             entries
@@ -390,6 +398,12 @@ fn wait_ready(spec: &ServerSpec, pid: u32) -> Result<(), NatsServerError> {
     while Instant::now() < deadline {
         if bound() && TcpStream::connect_timeout(&spec.listen, Duration::from_millis(200)).is_ok() {
             return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(NatsServerError::Exited {
+                status,
+                log: log_tail(&spec.log_path()),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -452,12 +466,12 @@ fn supervise(spec: ServerSpec, child: Child, control: Arc<Control>) {
             return;
         }
         match spawn(&spec) {
-            Ok(c) => {
+            Ok(mut c) => {
                 pid.store(c.id(), Ordering::SeqCst);
                 // `stop` sets the flag before it reads the pid; one of the two sees the other.
                 if stopping.load(Ordering::SeqCst) {
                     signal(c.id(), libc::SIGTERM);
-                } else if wait_ready(&spec, c.id()).is_ok() {
+                } else if wait_ready(&spec, &mut c).is_ok() {
                     backoff.reset();
                 }
                 child = Some(c);
