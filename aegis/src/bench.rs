@@ -185,9 +185,24 @@ pub fn decode(file: &Path, detect_fps: f64) -> anyhow::Result<Value> {
     };
     let (tx, rx) = sync_channel(2);
     let drain = std::thread::spawn(move || rx.into_iter().count());
+    // A camera is retried after an error; a benchmark stops at the first.
+    let shutdown = aegis_base::Shutdown::new();
+    let watch = {
+        let (status, shutdown) = (status.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            while !shutdown.is_triggered() {
+                if status.view().last_error.is_some() {
+                    shutdown.trigger();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
     let started = Instant::now();
-    ingest.run(tx, aegis_base::Shutdown::new());
+    ingest.run(tx, shutdown.clone());
     let seconds = started.elapsed().as_secs_f64();
+    shutdown.trigger();
+    let _ = watch.join();
     let sampled = drain.join().expect("drain thread");
     let view = status.view();
     anyhow::ensure!(
