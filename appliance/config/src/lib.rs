@@ -93,6 +93,11 @@ pub struct DetectorConfig {
     pub model: PathBuf,
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Inferences that may run at once. Every camera shares the model; this many copies of it
+    /// are loaded, each using `threads` threads. One suits a box with `threads` cores; a bigger
+    /// box with several cameras may want cores ÷ threads.
+    #[serde(default = "one")]
+    pub sessions: usize,
     /// ONNX Runtime's threads spin while they wait for work within an inference, which makes it
     /// faster; they stop when it ends, so MQTT and the web UI have the cores between frames.
     /// Off saves a little CPU at a cost in inference time (docs/BENCHMARKS.md).
@@ -178,6 +183,9 @@ fn default_model() -> PathBuf {
 }
 fn default_threads() -> usize {
     2
+}
+fn one() -> usize {
+    1
 }
 fn default_min_score() -> f32 {
     0.2
@@ -484,6 +492,9 @@ impl Config {
         if d.threads == 0 || d.threads > 64 {
             err("detector.threads".into(), "must be 1-64");
         }
+        if d.sessions == 0 || d.sessions > 64 {
+            err("detector.sessions".into(), "must be 1-64");
+        }
         let unit = |v: f32| (0.0..=1.0).contains(&v);
         if !unit(d.min_score) {
             err("detector.min_score".into(), "must be in [0, 1]");
@@ -720,7 +731,7 @@ mod tests {
     #[test]
     fn reports_every_error_with_its_path() {
         let errs = errors(
-            "cameras:\n  - {name: Bad Name, url: 'rtsp://${NOPE}@x/'}\n  - {name: ok, url: a.mp4, detect_fps: 0, colour: red}\n  - {name: ok2, url: b.mp4, detect_fps: 0}\ndetector: {min_score: 2}\ntracker: {buffer_s: fast}\nextra: 1\n",
+            "cameras:\n  - {name: Bad Name, url: 'rtsp://${NOPE}@x/'}\n  - {name: ok, url: a.mp4, detect_fps: 0, colour: red}\n  - {name: ok2, url: b.mp4, detect_fps: 0}\ndetector: {min_score: 2, sessions: 0}\ntracker: {buffer_s: fast}\nextra: 1\n",
         );
         let joined = errs.join("\n");
         for want in [
@@ -730,11 +741,12 @@ mod tests {
             "cameras[1].colour: unknown field `colour`",
             "cameras[2].detect_fps: must be in (0, 120]",
             "detector.min_score: must be in [0, 1]",
+            "detector.sessions: must be 1-64",
             "tracker.buffer_s: invalid type",
         ] {
             assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
         }
-        assert_eq!(errs.len(), 7, "{joined}");
+        assert_eq!(errs.len(), 8, "{joined}");
     }
 
     #[test]

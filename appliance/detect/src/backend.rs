@@ -2,6 +2,7 @@
 //! as plain f32 tensors; decoding is shared.
 
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
 
 use crate::DetectError;
 
@@ -31,6 +32,9 @@ pub trait Backend: Send {
 pub struct Threads {
     /// Threads for one inference (ONNX Runtime's intra-op pool; tract uses one).
     pub count: usize,
+    /// Inferences that may run at once: the model is loaded this many times, and every camera
+    /// shares those copies.
+    pub sessions: usize,
     /// Whether ONNX Runtime's pool threads spin while they wait for work within a run: faster
     /// inference. They stop when the run ends, so the rest of the pipeline has the cores
     /// between frames.
@@ -39,7 +43,67 @@ pub struct Threads {
 
 impl Threads {
     pub fn new(count: usize) -> Self {
-        Self { count, spin: true }
+        Self {
+            count,
+            sessions: 1,
+            spin: true,
+        }
+    }
+}
+
+/// Copies of one loaded model, shared by every camera that uses it: a run takes whichever copy
+/// is idle, and waits while none is. With more cameras than cores, runs one after another beat
+/// runs side by side that fight over the cores, and one copy costs one model's memory.
+pub(crate) struct Pool {
+    idle: Mutex<Vec<Box<dyn Backend>>>,
+    freed: Condvar,
+}
+
+impl Pool {
+    pub(crate) fn new(backends: Vec<Box<dyn Backend>>) -> Self {
+        Self {
+            idle: Mutex::new(backends),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn run(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+    ) -> Result<Vec<OutputTensor>, DetectError> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let backend = loop {
+            match idle.pop() {
+                Some(b) => break b,
+                None => idle = self.freed.wait(idle).unwrap_or_else(|e| e.into_inner()),
+            }
+        };
+        drop(idle);
+        // Given back even if the run panics, so the other cameras never wait for it forever.
+        let mut lent = Lent {
+            pool: self,
+            backend: Some(backend),
+        };
+        lent.backend
+            .as_mut()
+            .expect("lent until dropped")
+            .run(input, shape)
+    }
+}
+
+struct Lent<'a> {
+    pool: &'a Pool,
+    backend: Option<Box<dyn Backend>>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.backend.take() {
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.push(b);
+            self.pool.freed.notify_one();
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use aegis_domain::Detection;
 
-use crate::backend::{self, Backend, BackendKind, Threads};
+use crate::backend::{self, BackendKind, Pool, Threads};
 use crate::{decode, nms, DetectError, InputLayout, Manifest};
 
 /// Thresholds and filters applied after decoding, resolved to class indices.
@@ -58,11 +58,13 @@ impl PostProcess {
     }
 }
 
-/// A loaded model ready to detect: preprocess, infer, decode, threshold, NMS.
+/// A loaded model ready to detect: preprocess, infer, decode, threshold, NMS. A clone shares
+/// the loaded model (see [`Threads::sessions`]) and has its own buffers: one per camera.
+#[derive(Clone)]
 pub struct ObjectDetector {
     manifest: Manifest,
     labels: Vec<Arc<str>>,
-    backend: Box<dyn Backend>,
+    backend: Arc<Pool>,
     post: PostProcess,
     input: Vec<f32>,
 }
@@ -79,13 +81,17 @@ impl ObjectDetector {
     ) -> Result<Self, DetectError> {
         let (manifest, bytes) = Manifest::load(manifest_path)?;
         let post = post(&manifest)?;
-        let backend = backend::build(
-            kind,
-            &bytes,
-            Self::shape_of(&manifest),
-            threads,
-            ort_library,
-        )?;
+        let backend = (0..threads.sessions.max(1))
+            .map(|_| {
+                backend::build(
+                    kind,
+                    &bytes,
+                    Self::shape_of(&manifest),
+                    threads,
+                    ort_library,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (w, h) = (manifest.input.width, manifest.input.height);
         let mut detector = Self {
             labels: manifest
@@ -94,7 +100,7 @@ impl ObjectDetector {
                 .map(|c| Arc::from(c.as_str()))
                 .collect(),
             manifest,
-            backend,
+            backend: Arc::new(Pool::new(backend)),
             post,
             input: Vec::new(),
         };

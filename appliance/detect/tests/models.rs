@@ -174,3 +174,56 @@ fn tract_and_onnx_runtime_agree() {
         );
     }
 }
+
+#[test]
+fn cameras_sharing_one_loaded_model_each_get_their_own_answers() {
+    let manifest = models().join("ssdlite_mbv2_person.yaml");
+    let img = demo_frame(300, 300);
+    let grey = vec![128u8; img.len()];
+    let expected = load(&manifest, BackendKind::Ort)
+        .unwrap()
+        .detect(&img, 768, 576)
+        .unwrap();
+    assert!(!expected.is_empty(), "the frame has people in it");
+    for sessions in [1, 2] {
+        let shared = ObjectDetector::load(
+            &manifest,
+            BackendKind::Ort,
+            Threads {
+                sessions,
+                ..Threads::new(1)
+            },
+            &default_ort_library(),
+            |m| PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5),
+        )
+        .unwrap();
+        // Four cameras at once, two seeing people and two a blank wall, 20 frames each.
+        let cameras: Vec<_> = (0..4)
+            .map(|i| {
+                let mut d = shared.clone();
+                let frame = if i % 2 == 0 {
+                    img.clone()
+                } else {
+                    grey.clone()
+                };
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|_| d.detect(&frame, 768, 576).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (i, camera) in cameras.into_iter().enumerate() {
+            for got in camera.join().unwrap() {
+                if i % 2 == 0 {
+                    assert_eq!(got.len(), expected.len(), "sessions: {sessions}");
+                    for (x, y) in got.iter().zip(&expected) {
+                        assert!(x.bbox.iou(&y.bbox) > 0.99, "{x:?} vs {y:?}");
+                    }
+                } else {
+                    assert!(got.is_empty(), "sessions: {sessions}: {got:?}");
+                }
+            }
+        }
+    }
+}

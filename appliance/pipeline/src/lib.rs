@@ -78,6 +78,8 @@ pub struct Appliance {
     labels: RwLock<Vec<String>>,
     /// What a camera needs to start: the detector, tracker and event settings.
     template: RwLock<Config>,
+    /// The loaded model; each camera detects with a clone, which shares it.
+    detector: RwLock<ObjectDetector>,
     ort_library: PathBuf,
     clock: Arc<dyn Clock>,
     cameras: RwLock<Vec<Camera>>,
@@ -115,16 +117,16 @@ impl LiveRules {
 }
 
 impl Appliance {
-    /// Opens the store, loads a detector per camera and starts every enabled camera.
-    /// Fails before starting anything if a model cannot be loaded.
+    /// Opens the store, loads the model (shared by every camera) and starts every enabled
+    /// camera. Fails before starting anything if the model cannot be loaded.
     pub fn start(
         config: &Config,
         ort_library: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<Appliance, PipelineError> {
         aegis_ingest::init().map_err(|e| PipelineError::Media(e.to_string()))?;
-        // The first detector also tells which labels rules may name.
-        let first =
+        // The detector also tells which labels rules may name.
+        let detector =
             load_detector(config, ort_library).map_err(|source| PipelineError::Detector {
                 camera: config
                     .cameras
@@ -132,7 +134,7 @@ impl Appliance {
                     .map_or_else(String::new, |c| c.name.clone()),
                 source,
             })?;
-        let labels: Vec<String> = first.labels().iter().map(|l| l.to_string()).collect();
+        let labels: Vec<String> = detector.labels().iter().map(|l| l.to_string()).collect();
         let rules = match &config.rules {
             Some(path) => load_rules(path, &labels)?,
             None => aegis_rules::RuleSet::default(),
@@ -156,6 +158,7 @@ impl Appliance {
             rules: Arc::default(),
             labels: RwLock::new(labels),
             template: RwLock::new(config.clone()),
+            detector: RwLock::new(detector),
             ort_library: ort_library.to_owned(),
             clock: clock.clone(),
             cameras: RwLock::default(),
@@ -168,14 +171,9 @@ impl Appliance {
         appliance.spawn("snapshots", info_span!("snapshots"), move || {
             snapshot::run(jobs, store, quality)
         })?;
-        let mut first = Some(first);
         let mut started = Vec::new();
         for cam in config.cameras.iter().filter(|c| c.enabled) {
-            let detector = match first.take() {
-                Some(d) => d,
-                None => appliance.detector(&cam.name)?,
-            };
-            started.push(appliance.start_camera(cam, detector)?);
+            started.push(appliance.start_camera(cam, appliance.detector())?);
         }
         *appliance.cameras.write().unwrap_or_else(|e| e.into_inner()) = started;
         let s = &config.storage;
@@ -194,12 +192,12 @@ impl Appliance {
         Ok(appliance)
     }
 
-    fn detector(&self, camera: &str) -> Result<ObjectDetector, PipelineError> {
-        let template = self.template.read().unwrap_or_else(|e| e.into_inner());
-        load_detector(&template, &self.ort_library).map_err(|source| PipelineError::Detector {
-            camera: camera.to_owned(),
-            source,
-        })
+    /// A camera's detector: it shares the loaded model.
+    fn detector(&self) -> ObjectDetector {
+        self.detector
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn start_camera(
@@ -360,8 +358,8 @@ impl Appliance {
         Ok(probe.labels().iter().map(|l| l.to_string()).collect())
     }
 
-    /// Swaps the model of every camera: each camera's new detector is loaded first (so a model
-    /// that fails changes nothing), then the cameras restart with it.
+    /// Swaps the model of every camera: the new model is loaded first (so one that fails
+    /// changes nothing), then the cameras restart with it.
     pub fn set_detector(&self, detector: &DetectorConfig) -> Result<(), PipelineError> {
         let _editing = self.editing.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self
@@ -374,24 +372,15 @@ impl Appliance {
             let cams = self.cameras.read().unwrap_or_else(|e| e.into_inner());
             cams.iter().map(|c| c.config.clone()).collect()
         };
-        let mut detectors = Vec::with_capacity(running.len());
-        let mut labels = None;
-        for cam in &running {
-            let d = load_detector(&next, &self.ort_library).map_err(|source| {
-                PipelineError::Detector {
-                    camera: cam.name.clone(),
-                    source,
-                }
+        let loaded =
+            load_detector(&next, &self.ort_library).map_err(|source| PipelineError::Detector {
+                camera: running.first().map_or_else(String::new, |c| c.name.clone()),
+                source,
             })?;
-            labels.get_or_insert_with(|| d.labels().iter().map(|l| l.to_string()).collect());
-            detectors.push(d);
-        }
-        let labels = match labels {
-            Some(l) => l,
-            None => self.probe_labels(detector)?,
-        };
+        let labels = loaded.labels().iter().map(|l| l.to_string()).collect();
         *self.template.write().unwrap_or_else(|e| e.into_inner()) = next;
         *self.labels.write().unwrap_or_else(|e| e.into_inner()) = labels;
+        *self.detector.write().unwrap_or_else(|e| e.into_inner()) = loaded;
         let stopping =
             std::mem::take(&mut *self.cameras.write().unwrap_or_else(|e| e.into_inner()));
         for cam in stopping {
@@ -399,8 +388,8 @@ impl Appliance {
             cam.halt();
         }
         let mut started = Vec::with_capacity(running.len());
-        for (cam, detector) in running.iter().zip(detectors) {
-            started.push(self.start_camera(cam, detector)?);
+        for cam in &running {
+            started.push(self.start_camera(cam, self.detector())?);
         }
         *self.cameras.write().unwrap_or_else(|e| e.into_inner()) = started;
         Ok(())
@@ -419,8 +408,7 @@ impl Appliance {
     }
 
     /// Makes the running cameras match `cameras`: new ones start, removed ones stop, changed
-    /// ones restart; the rest are not touched. Detectors for the cameras to start are loaded
-    /// first, so a failure changes nothing.
+    /// ones restart; the rest are not touched.
     pub fn set_cameras(&self, cameras: &[CameraConfig]) -> Result<(), PipelineError> {
         let _editing = self.editing.lock().unwrap_or_else(|e| e.into_inner());
         let wanted: Vec<&CameraConfig> = cameras.iter().filter(|c| c.enabled).collect();
@@ -428,10 +416,11 @@ impl Appliance {
             let cams = self.cameras.read().unwrap_or_else(|e| e.into_inner());
             cams.iter().map(|c| c.config.clone()).collect()
         };
-        let mut detectors = Vec::new();
-        for cam in wanted.iter().filter(|c| !running.contains(*c)) {
-            detectors.push((cam.name.clone(), self.detector(&cam.name)?));
-        }
+        let starting: Vec<&CameraConfig> = wanted
+            .iter()
+            .copied()
+            .filter(|c| !running.contains(*c))
+            .collect();
         let stopping: Vec<Camera> = {
             let mut cams = self.cameras.write().unwrap_or_else(|e| e.into_inner());
             let (keep, stop) = std::mem::take(&mut *cams)
@@ -445,9 +434,8 @@ impl Appliance {
             cam.halt();
         }
         let mut started = Vec::new();
-        for (name, detector) in detectors {
-            let cam = wanted.iter().find(|c| c.name == name).expect("wanted");
-            started.push(self.start_camera(cam, detector)?);
+        for cam in starting {
+            started.push(self.start_camera(cam, self.detector())?);
         }
         let mut cams = self.cameras.write().unwrap_or_else(|e| e.into_inner());
         cams.extend(started);
@@ -532,6 +520,7 @@ fn load_detector(config: &Config, ort_library: &Path) -> Result<ObjectDetector, 
     };
     let threads = aegis_detect::Threads {
         count: d.threads,
+        sessions: d.sessions,
         spin: d.spin,
     };
     ObjectDetector::load(&d.model, kind, threads, ort_library, |m| {
