@@ -340,27 +340,32 @@ impl Appliance {
         template.detector.clone()
     }
 
-    /// The classes a detector with these settings would report, loading it to find out (a model
-    /// that does not load is refused here, before anything changes).
-    pub fn probe_labels(&self, detector: &DetectorConfig) -> Result<Vec<String>, PipelineError> {
+    /// Loads the model that `detector` names, to put in force with [`Appliance::set_detector`]
+    /// (its classes tell which labels rules may name). A model that does not load is refused
+    /// here, before anything changes.
+    pub fn load_detector(
+        &self,
+        detector: &DetectorConfig,
+    ) -> Result<ObjectDetector, PipelineError> {
         let mut config = self
             .template
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         config.detector = detector.clone();
-        let probe = load_detector(&config, &self.ort_library).map_err(|source| {
-            PipelineError::Detector {
-                camera: String::new(),
-                source,
-            }
-        })?;
-        Ok(probe.labels().iter().map(|l| l.to_string()).collect())
+        load_detector(&config, &self.ort_library).map_err(|source| PipelineError::Detector {
+            camera: String::new(),
+            source,
+        })
     }
 
-    /// Swaps the model of every camera: the new model is loaded first (so one that fails
-    /// changes nothing), then the cameras restart with it.
-    pub fn set_detector(&self, detector: &DetectorConfig) -> Result<(), PipelineError> {
+    /// Puts `loaded` (loaded with the settings `detector`) in force: every camera restarts with
+    /// it.
+    pub fn set_detector(
+        &self,
+        detector: &DetectorConfig,
+        loaded: ObjectDetector,
+    ) -> Result<(), PipelineError> {
         let _editing = self.editing.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self
             .template
@@ -372,11 +377,6 @@ impl Appliance {
             let cams = self.cameras.read().unwrap_or_else(|e| e.into_inner());
             cams.iter().map(|c| c.config.clone()).collect()
         };
-        let loaded =
-            load_detector(&next, &self.ort_library).map_err(|source| PipelineError::Detector {
-                camera: running.first().map_or_else(String::new, |c| c.name.clone()),
-                source,
-            })?;
         let labels = loaded.labels().iter().map(|l| l.to_string()).collect();
         *self.template.write().unwrap_or_else(|e| e.into_inner()) = next;
         *self.labels.write().unwrap_or_else(|e| e.into_inner()) = labels;

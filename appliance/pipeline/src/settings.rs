@@ -254,12 +254,13 @@ impl Settings {
         }
         let config = self.validate(&doc)?;
         let model_changes = config.detector != old_detector;
-        let labels = if model_changes {
-            self.appliance
-                .probe_labels(&config.detector)
-                .map_err(|e| invalid("model", &e.to_string()))?
-        } else {
-            self.appliance.labels()
+        let loaded = model_changes
+            .then(|| self.appliance.load_detector(&config.detector))
+            .transpose()
+            .map_err(|e| invalid("model", &e.to_string()))?;
+        let labels = match &loaded {
+            Some(d) => d.labels().iter().map(|l| l.to_string()).collect(),
+            None => self.appliance.labels(),
         };
         let Value::Mapping(rules_doc) = yaml(rules, "rules")? else {
             return Err(invalid(
@@ -272,10 +273,10 @@ impl Settings {
             .map_err(|e| SettingsError::Invalid(e.0))?;
         Self::write(&rules_path, &rules_doc)?;
         Self::write(&self.path, &doc)?;
-        let applied = if model_changes {
-            self.appliance.set_detector(&config.detector)
-        } else {
-            Ok(())
+        let previous = self.appliance.detector();
+        let applied = match loaded {
+            Some(d) => self.appliance.set_detector(&config.detector, d),
+            None => Ok(()),
         }
         .and_then(|()| self.appliance.set_cameras(&config.cameras));
         if let Err(e) = applied {
@@ -286,7 +287,7 @@ impl Settings {
                     .map_err(|e| SettingsError::Io(format!("{}: {e}", rules_path.display())))?,
             }
             if model_changes {
-                self.appliance.set_detector(&old_detector)?;
+                self.appliance.set_detector(&old_detector, previous)?;
             }
             return Err(e.into());
         }
