@@ -221,6 +221,103 @@ fn kill_9_while_events_are_written_loses_nothing_committed_and_check_is_clean() 
     assert!(report["blobs_checked"].as_u64().unwrap() > 0, "{report:#}");
 }
 
+/// A tmpfs of `mb` MiB mounted at `dir`, unmounted when dropped: a disk this test can fill
+/// without filling the machine's. Mounting needs root, which `scripts/test.sh` has (it installs
+/// packages with apt-get).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, mb: u32) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "this test mounts a tmpfs, as root");
+        SmallDisk(dir.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes `path` until the disk is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).and_then(|()| f.sync_data()).is_ok() {}
+}
+
+/// `aegis_events_lost_total` for the demo camera, from `/metrics`.
+fn events_lost(port: u16, cookie: &str) -> u64 {
+    let (status, body) = http(port, "GET", "/metrics", &[("Cookie", cookie)], "");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("aegis_events_lost_total{camera=\"plaza\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no events_lost in {body}"))
+}
+
+#[test]
+fn a_full_disk_loses_only_what_it_cannot_store_and_writing_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let _disk = SmallDisk::mount(&disk, 32);
+    let port = free_port();
+    let cfg = run_config(&disk, port, ", realtime: false", "");
+    let db = disk.join("data/aegis.db");
+    let mut child = run(&cfg);
+    wait_healthy(port);
+    let cookie = login(port, &disk.join("data"));
+    let wait = |what: &str, done: &mut dyn FnMut() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("events are written", &mut || committed_ids(&db).len() >= 10);
+
+    // The disk fills up: events that cannot be stored are counted, and the appliance goes on.
+    let ballast = disk.join("ballast");
+    fill(&ballast);
+    wait("events are counted as lost", &mut || {
+        events_lost(port, &cookie) > 0
+    });
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the appliance runs on"
+    );
+    wait_healthy(port);
+    let stored = committed_ids(&db);
+
+    // Space comes back: new events are stored again, after everything stored before.
+    std::fs::remove_file(&ballast).unwrap();
+    wait("events are stored again", &mut || {
+        committed_ids(&db).len() > stored.len() + 10
+    });
+    assert_eq!(committed_ids(&db)[..stored.len()], stored[..]);
+    stop(child);
+
+    // What was stored is whole: every event with its outbox row, no torn snapshot.
+    let out = aegis()
+        .args(["check", "--data"])
+        .arg(disk.join("data"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report:#}");
+    assert_eq!(report["events_without_outbox"], 0);
+}
+
 #[test]
 fn rules_replay_prints_rule_events_and_names_a_bad_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,11 +5,17 @@ use std::path::Path;
 /// Replaces `dest` with `bytes` so that a crash leaves either the old file or the whole new
 /// one: write `tmp` (beside `dest`), fsync it, rename it over `dest`, fsync the directory.
 pub fn write_durably(tmp: &Path, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create(tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(tmp, dest)?;
+    let written = File::create(tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(tmp, dest));
+    if let Err(e) = written {
+        // A full disk, say: what was written of it goes, rather than stay as a torn file.
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -31,6 +31,8 @@ pub struct StreamStatus {
     /// Snapshots that events named but that could not be stored (queue full, encode or disk
     /// error); those events stay, without a snapshot.
     pub snapshots_lost: AtomicU64,
+    /// Events that could not be stored (the store failed: a full disk, say); detection goes on.
+    pub events_lost: AtomicU64,
     /// Time the detector takes per frame (preprocess, inference, decoding, NMS).
     pub detect_latency: aegis_base::Histogram,
 }
@@ -66,6 +68,7 @@ pub struct StreamStatusView {
     pub frames_detected: u64,
     pub reconnects: u64,
     pub snapshots_lost: u64,
+    pub events_lost: u64,
 }
 
 impl StreamStatus {
@@ -87,6 +90,7 @@ impl StreamStatus {
             detected: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             snapshots_lost: AtomicU64::new(0),
+            events_lost: AtomicU64::new(0),
             detect_latency: aegis_base::Histogram::new(DETECT_BOUNDS),
         }
     }
@@ -142,6 +146,7 @@ impl StreamStatus {
             frames_detected: self.detected.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             snapshots_lost: self.snapshots_lost.load(Ordering::Relaxed),
+            events_lost: self.events_lost.load(Ordering::Relaxed),
         }
     }
 }

@@ -269,6 +269,7 @@ impl Appliance {
             snapshots,
             paced,
             store: self.store.clone(),
+            store_failing: false,
             events: self.events.clone(),
             status: status.clone(),
         };
@@ -572,6 +573,8 @@ struct CameraWorker {
     /// Frames come at the source's pace: snapshots are dropped rather than waited for.
     paced: bool,
     store: Arc<Store>,
+    /// The last commit failed: said once, not at every frame, until one succeeds.
+    store_failing: bool,
     events: broadcast::Sender<LiveEvent>,
     status: Arc<StreamStatus>,
 }
@@ -693,7 +696,23 @@ impl CameraWorker {
         let (read_at, decode) = (frame.read_at, frame.decoded_at - frame.read_at);
         let job = self.name_snapshots(frame, &mut pending);
         let mut events: Vec<_> = pending.into_iter().map(|p| p.event).collect();
-        let seqs = self.store.commit(&events).map_err(|e| e.to_string())?;
+        let seqs = match self.store.commit(&events) {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                // Nothing of this frame is stored (the transaction is all or nothing); detection
+                // goes on, and the events are counted as lost.
+                self.status
+                    .events_lost
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                if !std::mem::replace(&mut self.store_failing, true) {
+                    error!(error = %e, "events cannot be stored; counting them as lost until the store takes them again");
+                }
+                return Ok(());
+            }
+        };
+        if std::mem::replace(&mut self.store_failing, false) {
+            info!("the store takes events again");
+        }
         if let Some(job) = job {
             self.queue_snapshots(job, &mut events);
         }

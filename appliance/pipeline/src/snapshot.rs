@@ -4,8 +4,9 @@
 //! snapshot that cannot be stored is unlinked from its events and counted; the events stay.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aegis_domain::{BBox, BlobUrn};
 use aegis_ingest::{Frame, RgbConverter, StreamStatus};
@@ -23,22 +24,51 @@ pub(crate) struct SnapshotJob {
     pub status: Arc<StreamStatus>,
 }
 
+/// Lost snapshots kept to unlink from their events while the store refuses writes.
+const UNLINK_MAX: usize = 10_000;
+
 /// The snapshot thread's loop; returns when every detect thread has hung up.
 pub(crate) fn run(rx: Receiver<SnapshotJob>, store: Arc<Store>, quality: u8) {
     lower_priority();
     // FFmpeg's scaler is not Send: it is made here, on the thread that uses it.
     let mut converter = RgbConverter::native();
-    while let Ok(job) = rx.recv() {
-        let lost = store_snapshots(&job, &mut converter, &store, quality);
-        if lost.is_empty() {
-            continue;
+    // Lost snapshots still named by their events: unlinking them can fail too (a full disk), so
+    // it is tried again every second and at the end until it succeeds. If it never does,
+    // `recover_snapshots` at the next start-up does it for the newest events, and
+    // `aegis check --repair` for any older ones (as for those beyond `UNLINK_MAX`).
+    let mut unlink: Vec<BlobUrn> = Vec::new();
+    let mut warned = false;
+    loop {
+        let wait = if unlink.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_secs(1)
+        };
+        let ended = match rx.recv_timeout(wait) {
+            Ok(job) => {
+                let lost = store_snapshots(&job, &mut converter, &store, quality);
+                job.status
+                    .snapshots_lost
+                    .fetch_add(lost.len() as u64, Ordering::Relaxed);
+                if unlink.len() < UNLINK_MAX {
+                    unlink.extend(lost);
+                }
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        if !unlink.is_empty() {
+            match store.forget_snapshots(&unlink) {
+                Ok(()) => unlink.clear(),
+                Err(e) if !std::mem::replace(&mut warned, true) => {
+                    warn!(error = %e, "lost snapshots not unlinked yet; retrying");
+                }
+                Err(_) => {}
+            }
         }
-        job.status
-            .snapshots_lost
-            .fetch_add(lost.len() as u64, Ordering::Relaxed);
-        if let Err(e) = store.forget_snapshots(&lost) {
-            // `recover_snapshots` at the next start-up unlinks them instead.
-            warn!(error = %e, "lost snapshots not unlinked");
+        if ended {
+            return;
         }
     }
 }

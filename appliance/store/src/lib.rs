@@ -13,6 +13,7 @@ mod retention;
 mod schema;
 mod users;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -153,7 +154,15 @@ pub struct Store {
     _lock: File,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Snapshots found lost since start-up. A later event of the same object may still name one
+    /// (its lifecycle refers to its first snapshot); `commit` leaves it out. Locked only while
+    /// `writer` is held, so a commit and a forget never interleave.
+    lost: Mutex<HashSet<String>>,
 }
+
+/// Lost snapshots remembered; past this the memory starts again (start-up recovery and
+/// `check --repair` unlink any that are named after that).
+const LOST_REMEMBERED: usize = 10_000;
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -187,6 +196,7 @@ impl Store {
             _lock: lock_file,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            lost: Mutex::default(),
         })
     }
 
@@ -217,11 +227,24 @@ impl Store {
     }
 
     /// Commits events and their outbox rows in one transaction. Returns each event's seq.
+    /// A snapshot already found lost is left out of the event.
     pub fn commit(&self, events: &[Event]) -> Result<Vec<i64>, StoreError> {
         let mut conn = lock(&self.writer);
+        let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         let mut seqs = Vec::with_capacity(events.len());
         for e in events {
+            let unlinked;
+            let e = match &e.snapshot {
+                Some(urn) if lost.contains(urn.as_str()) => {
+                    unlinked = Event {
+                        snapshot: None,
+                        ..e.clone()
+                    };
+                    &unlinked
+                }
+                _ => e,
+            };
             tx.execute(
                 "INSERT INTO events (id, kind, stream, track_id, label, score, x1, y1, x2, y2, frame_w, frame_h, started_ms, at_ms, snapshot, rule, rule_detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
@@ -272,6 +295,13 @@ impl Store {
     /// that name them, and from those events' outbox payloads not yet sent.
     pub fn forget_snapshots(&self, urns: &[BlobUrn]) -> Result<(), StoreError> {
         let mut conn = lock(&self.writer);
+        {
+            let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+            if lost.len() + urns.len() > LOST_REMEMBERED {
+                lost.clear();
+            }
+            lost.extend(urns.iter().map(|u| u.as_str().to_owned()));
+        }
         let tx = conn.transaction()?;
         for urn in urns {
             forget_snapshot(&tx, urn.as_str())?;

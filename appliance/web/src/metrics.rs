@@ -22,7 +22,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::with_capacity(4096);
     let streams = s.appliance.streams();
-    let counters: [Counter; 7] = [
+    let counters: [Counter; 8] = [
         ("aegis_frames_decoded_total", "Frames decoded.", |s| {
             s.decoded.load(Relaxed)
         }),
@@ -59,6 +59,11 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
             "aegis_snapshots_lost_total",
             "Snapshots events named that could not be stored.",
             |s| s.snapshots_lost.load(Relaxed),
+        ),
+        (
+            "aegis_events_lost_total",
+            "Events that could not be stored (the store failed, e.g. a full disk).",
+            |s| s.events_lost.load(Relaxed),
         ),
     ];
     for (name, help, value) in counters {
