@@ -1,7 +1,8 @@
 //! RTSP ingest against a real RTSP server (GStreamer's gst-rtsp-server, started by this test on
 //! loopback): frames arrive over TCP and UDP; the server dies and comes back and the stream
 //! recovers by itself; an unreachable camera is reported, with its credentials hidden; H.265
-//! cameras decode as well as H.264 ones.
+//! cameras decode as well as H.264 ones; a camera that never answers or answers garbage is
+//! reported and retried.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -177,5 +178,55 @@ fn an_unreachable_camera_is_offline_with_a_reason_and_no_password() {
     assert!(
         v.last_error.unwrap().to_lowercase().contains("refused"),
         "{shown}"
+    );
+}
+
+/// A "camera" on loopback that accepts connections and then, for each, runs `behave`.
+fn hostile_camera(behave: fn(std::net::TcpStream)) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || behave(conn));
+        }
+    });
+    port
+}
+
+#[test]
+fn a_camera_that_never_answers_or_answers_garbage_is_offline_with_a_reason_and_retried() {
+    use std::io::{Read, Write};
+    let silent = hostile_camera(|mut c| {
+        // Reads the request and says nothing, holding the connection open.
+        let mut buf = [0u8; 4096];
+        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let garbage = hostile_camera(|mut c| {
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf);
+        let junk: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let _ = c.write_all(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 99999999\r\n\r\n");
+        let _ = c.write_all(&junk);
+    });
+    let started = Instant::now();
+    let quiet = ingest(&format!("rtsp://127.0.0.1:{silent}/live"), false);
+    let noisy = ingest(&format!("rtsp://127.0.0.1:{garbage}/live"), false);
+    for (r, what) in [(&quiet, "a silent camera"), (&noisy, "a garbage camera")] {
+        wait_until(r, Duration::from_secs(60), what, |v| {
+            v.state == StreamState::Offline && v.last_error.is_some() && v.reconnects >= 2
+        });
+        assert_eq!(r.status.view().frames_decoded, 0);
+    }
+    // Stopping does not wait on a camera that never answers.
+    let stopping = Instant::now();
+    drop(quiet);
+    drop(noisy);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopped in {:?} (test ran {:?})",
+        stopping.elapsed(),
+        started.elapsed()
     );
 }
