@@ -6,6 +6,8 @@ use aegis_base::{Clock, SystemClock};
 use aegis_proto::v1;
 use aegis_sync::ingest::{Sink, SinkError};
 use aegis_sync::DeviceKey;
+use std::sync::{Arc, Mutex};
+
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls};
 
@@ -15,21 +17,29 @@ use crate::db::{
 };
 
 pub struct PgDb {
-    client: Client,
+    url: String,
+    /// Replaced by a new connection when PostgreSQL has closed this one (a restart, say).
+    client: Mutex<Arc<Client>>,
     /// The runtime the connection task runs on; blocking callers wait on it.
     runtime: Handle,
+}
+
+/// Opens a connection; its I/O runs as a task on the current runtime.
+async fn open(url: &str) -> Result<Client, SinkError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "PostgreSQL connection lost");
+        }
+    });
+    Ok(client)
 }
 
 impl PgDb {
     /// Connects (a `postgres://` URL) and brings the schema up to date. Call inside a Tokio
     /// runtime.
     pub async fn connect(url: &str) -> Result<PgDb, SinkError> {
-        let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "PostgreSQL connection lost");
-            }
-        });
+        let mut client = open(url).await?;
         let tx = client.transaction().await?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS aegis_schema (version INT NOT NULL);
@@ -50,9 +60,21 @@ impl PgDb {
         }
         tx.commit().await?;
         Ok(PgDb {
-            client,
+            url: url.to_owned(),
+            client: Mutex::new(Arc::new(client)),
             runtime: Handle::current(),
         })
+    }
+
+    /// The connection, opened again if PostgreSQL closed it. Until it can be, each call fails
+    /// (ingest leaves its messages unacknowledged and they come again).
+    fn client(&self) -> Result<Arc<Client>, SinkError> {
+        let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if client.is_closed() {
+            *client = Arc::new(self.wait(open(&self.url))?);
+            tracing::info!("PostgreSQL connection opened again");
+        }
+        Ok(client.clone())
     }
 
     fn wait<T>(&self, f: impl std::future::Future<Output = T>) -> T {
@@ -62,7 +84,7 @@ impl PgDb {
 
 impl Database for PgDb {
     fn list_devices(&self) -> Result<Vec<Device>, SinkError> {
-        let rows = self.wait(self.client.query(sql::LIST_DEVICES, &[]))?;
+        let rows = self.wait(self.client()?.query(sql::LIST_DEVICES, &[]))?;
         Ok(rows
             .iter()
             .map(|r| Device {
@@ -76,7 +98,7 @@ impl Database for PgDb {
     }
 
     fn events(&self, q: &Query) -> Result<Vec<CoreEvent>, SinkError> {
-        let rows = self.wait(self.client.query(
+        let rows = self.wait(self.client()?.query(
             &events_query(q.after.is_some()),
             &[
                 &q.device,
@@ -104,7 +126,7 @@ impl Database for PgDb {
 
     fn put_desired(&self, d: &NewDesired) -> Result<v1::Desired, SinkError> {
         let (c, r) = (d.cameras.to_string(), d.rules.to_string());
-        let row = self.wait(self.client.query_one(
+        let row = self.wait(self.client()?.query_one(
             sql::PUT_DESIRED,
             &[&d.device, &c, &r, &SystemClock.now_ms(), &d.model],
         ))?;
@@ -112,7 +134,7 @@ impl Database for PgDb {
     }
 
     fn desired(&self, device: &str) -> Result<Option<v1::Desired>, SinkError> {
-        let row = self.wait(self.client.query_opt(sql::GET_DESIRED, &[&device]))?;
+        let row = self.wait(self.client()?.query_opt(sql::GET_DESIRED, &[&device]))?;
         row.map(|r| desired_from(device.to_string(), r.get(0), r.get(1), r.get(2), r.get(3)))
             .transpose()
     }
@@ -124,7 +146,7 @@ impl Database for PgDb {
         expires_ms: i64,
     ) -> Result<(), SinkError> {
         self.wait(
-            self.client
+            self.client()?
                 .execute(sql::ISSUE_TOKEN, &[&device, &token_sha256, &expires_ms]),
         )?;
         Ok(())
@@ -138,17 +160,17 @@ impl Database for PgDb {
         now_ms: i64,
     ) -> Result<bool, SinkError> {
         Ok(self.wait(
-            self.client
+            self.client()?
                 .execute(sql::ENROL, &[&device, &token_sha256, &nkey, &now_ms]),
         )? == 1)
     }
 
     fn revoke(&self, device: &str, now_ms: i64) -> Result<bool, SinkError> {
-        Ok(self.wait(self.client.execute(sql::REVOKE, &[&device, &now_ms]))? == 1)
+        Ok(self.wait(self.client()?.execute(sql::REVOKE, &[&device, &now_ms]))? == 1)
     }
 
     fn device_keys(&self) -> Result<Vec<DeviceKey>, SinkError> {
-        let rows = self.wait(self.client.query(sql::DEVICE_KEYS, &[]))?;
+        let rows = self.wait(self.client()?.query(sql::DEVICE_KEYS, &[]))?;
         Ok(rows
             .iter()
             .map(|r| DeviceKey {
@@ -175,7 +197,7 @@ impl Sink for PgDb {
             .collect();
         let at: Vec<i64> = events.iter().map(|e| e.at_ms).collect();
         let now = SystemClock.now_ms();
-        Ok(self.wait(self.client.execute(
+        Ok(self.wait(self.client()?.execute(
             "INSERT INTO events (device, id, kind, stream, label, rule, at_ms, payload, ingested_ms)
              SELECT $1, u.id, u.kind, u.stream, u.label, u.rule, u.at_ms, u.payload, $9
              FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[])
@@ -186,7 +208,7 @@ impl Sink for PgDb {
     }
 
     fn heartbeat(&self, health: &v1::Health, received_ms: i64) -> Result<(), SinkError> {
-        self.wait(self.client.execute(
+        self.wait(self.client()?.execute(
             sql::HEARTBEAT,
             &[
                 &health.device,

@@ -93,6 +93,45 @@ async fn a_hundred_thousand_events_made_while_the_hub_is_down_reach_postgresql_e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_under_the_core_loses_and_repeats_no_event() {
+    let mut pg = aegis_testkit::postgres(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let store = Arc::new(Store::open(&dir.path().join("box")).unwrap());
+    let (core, core_shutdown) = start_core(dir.path(), &ports, Some(pg.url.clone())).await;
+    let seed = enrol(&core, dir.path(), "box-1").await;
+    let b = start_box(dir.path(), "box-1", store.clone(), ports.hub_leaf, seed).await;
+    let mut ids = commit(&store, 500);
+    wait_for("the first events", Duration::from_secs(60), async || {
+        core_ids(&core, "box-1").await.len() == 500
+    })
+    .await;
+
+    // PostgreSQL restarts (its connection to the core goes) while more events come.
+    let restarted = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    });
+    ids.extend(commit(&store, 500));
+    let _ = b.wake.send(());
+    let _pg = restarted.await.unwrap();
+    wait_for(
+        "the events made around the restart",
+        Duration::from_secs(90),
+        async || core_ids(&core, "box-1").await.len() >= 1_000,
+    )
+    .await;
+    let got = core_ids(&core, "box-1").await;
+    assert_eq!(got.len(), 1_000, "no duplicates");
+    assert!(got.into_iter().eq(ids.into_iter()), "every id, once");
+
+    b.shutdown.trigger();
+    core_shutdown.trigger();
+    core.stop().await;
+    b.leaf.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_on_a_device_stream_are_rejected_counted_and_ingest_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();

@@ -8,7 +8,7 @@ pub use browser::Browser;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
@@ -107,18 +107,67 @@ pub fn mosquitto_sub(port: u16, topic: &str) -> (KillOnDrop, Receiver<String>) {
 /// deleted on drop.
 pub struct Postgres {
     child: Child,
-    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
     /// `postgres://aegis@127.0.0.1:<port>/postgres` (trust authentication, loopback only).
     pub url: String,
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
+impl Postgres {
+    /// Stops the server (fast shutdown, as a service manager would) and starts it again on the
+    /// same port and data; returns once it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = start_postgres(&self.bin, self.port, self.dir.path());
+    }
+
+    fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// Starts the server on the cluster in `dir`/data; returns once it accepts connections.
+fn start_postgres(bin: &Path, port: u16, dir: &Path) -> Child {
+    let mut server = Command::new(bin.join("postgres"));
+    server
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = as_postgres_user(server).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new(bin.join("pg_isready"))
+        .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "PostgreSQL did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `c` as the `postgres` user when we are root: PostgreSQL refuses to run as root.
+fn as_postgres_user(mut c: Command) -> Command {
+    if let Some((uid, gid)) = postgres_user() {
+        std::os::unix::process::CommandExt::uid(&mut c, uid);
+        std::os::unix::process::CommandExt::gid(&mut c, gid);
+    }
+    c
 }
 
 /// Starts PostgreSQL (Debian's `postgresql`, which scripts/setup.sh installs) on `port` with a
@@ -135,13 +184,6 @@ pub fn postgres(port: u16) -> Postgres {
         .prefix("aegis-pg-")
         .tempdir_in("/tmp")
         .unwrap();
-    let as_server_user = |mut c: Command| -> Command {
-        if let Some((uid, gid)) = postgres_user() {
-            std::os::unix::process::CommandExt::uid(&mut c, uid);
-            std::os::unix::process::CommandExt::gid(&mut c, gid);
-        }
-        c
-    };
     if let Some((uid, gid)) = postgres_user() {
         let ok = Command::new("chown")
             .arg(format!("{uid}:{gid}"))
@@ -150,45 +192,25 @@ pub fn postgres(port: u16) -> Postgres {
             .unwrap();
         assert!(ok.success());
     }
-    let data = dir.path().join("data");
     let mut initdb = Command::new(bin.join("initdb"));
     initdb
         .arg("-D")
-        .arg(&data)
+        .arg(dir.path().join("data"))
         .args(["-U", "aegis", "--auth=trust", "-E", "UTF8", "--no-sync"])
         .stdout(Stdio::null());
-    let out = as_server_user(initdb).output().unwrap();
+    let out = as_postgres_user(initdb).output().unwrap();
     assert!(
         out.status.success(),
         "initdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut server = Command::new(bin.join("postgres"));
-    server
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-        .arg("-c")
-        .arg(format!("unix_socket_directories={}", dir.path().display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = as_server_user(server).spawn().unwrap();
-    let pg = Postgres {
-        child,
-        _dir: dir,
+    Postgres {
+        child: start_postgres(&bin, port, dir.path()),
+        bin,
+        port,
+        dir,
         url: format!("postgres://aegis@127.0.0.1:{port}/postgres"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !Command::new(bin.join("pg_isready"))
-        .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(Instant::now() < deadline, "PostgreSQL did not come up");
-        std::thread::sleep(Duration::from_millis(100));
     }
-    pg
 }
 
 /// The `postgres` user's ids when running as root (else the server runs as us).
