@@ -256,18 +256,19 @@ fn fill(path: &Path) {
     while f.write_all(&chunk).and_then(|()| f.sync_data()).is_ok() {}
 }
 
-/// `aegis_events_lost_total` for the demo camera, from `/metrics`.
-fn events_lost(port: u16, cookie: &str) -> u64 {
+/// The demo camera's `metric` from `/metrics`.
+fn camera_metric(port: u16, cookie: &str, metric: &str) -> u64 {
     let (status, body) = http(port, "GET", "/metrics", &[("Cookie", cookie)], "");
     assert_eq!(status, 200, "{body}");
+    let prefix = format!("{metric}{{camera=\"plaza\"}} ");
     body.lines()
-        .find_map(|l| l.strip_prefix("aegis_events_lost_total{camera=\"plaza\"} "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no events_lost in {body}"))
+        .unwrap_or_else(|| panic!("no {metric} in {body}"))
 }
 
 #[test]
-fn a_full_disk_loses_only_what_it_cannot_store_and_writing_resumes_when_space_returns() {
+fn a_full_disk_holds_events_until_space_returns_then_stores_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk");
     let _disk = SmallDisk::mount(&disk, 32);
@@ -286,25 +287,27 @@ fn a_full_disk_loses_only_what_it_cannot_store_and_writing_resumes_when_space_re
     };
     wait("events are written", &mut || committed_ids(&db).len() >= 10);
 
-    // The disk fills up: events that cannot be stored are counted, and the appliance goes on.
+    // The disk fills up: the events the store refuses wait in memory, and detection goes on.
     let ballast = disk.join("ballast");
     fill(&ballast);
-    wait("events are counted as lost", &mut || {
-        events_lost(port, &cookie) > 0
-    });
+    let waiting = || camera_metric(port, &cookie, "aegis_events_waiting");
+    wait("events wait for the store", &mut || waiting() >= 20);
     assert!(
         child.0.try_wait().unwrap().is_none(),
         "the appliance runs on"
     );
     wait_healthy(port);
     let stored = committed_ids(&db);
+    let held = waiting() as usize;
 
-    // Space comes back: new events are stored again, after everything stored before.
+    // Space comes back: the held events are stored, after everything stored before.
     std::fs::remove_file(&ballast).unwrap();
-    wait("events are stored again", &mut || {
-        committed_ids(&db).len() > stored.len() + 10
+    wait("the held events are stored", &mut || {
+        committed_ids(&db).len() >= stored.len() + held
     });
     assert_eq!(committed_ids(&db)[..stored.len()], stored[..]);
+    assert_eq!(waiting(), 0);
+    assert_eq!(camera_metric(port, &cookie, "aegis_events_lost_total"), 0);
     stop(child);
 
     // What was stored is whole: every event with its outbox row, no torn snapshot.

@@ -31,8 +31,11 @@ pub struct StreamStatus {
     /// Snapshots that events named but that could not be stored (queue full, encode or disk
     /// error); those events stay, without a snapshot.
     pub snapshots_lost: AtomicU64,
-    /// Events that could not be stored (the store failed: a full disk, say); detection goes on.
+    /// Events dropped because the store refused them (a full disk, say) for longer than the
+    /// detect thread holds them in memory.
     pub events_lost: AtomicU64,
+    /// Events held in memory because the store refused them; stored once it takes them again.
+    pub events_waiting: AtomicU64,
     /// Time the detector takes per frame (preprocess, inference, decoding, NMS).
     pub detect_latency: aegis_base::Histogram,
 }
@@ -69,6 +72,7 @@ pub struct StreamStatusView {
     pub reconnects: u64,
     pub snapshots_lost: u64,
     pub events_lost: u64,
+    pub events_waiting: u64,
 }
 
 impl StreamStatus {
@@ -91,6 +95,7 @@ impl StreamStatus {
             reconnects: AtomicU64::new(0),
             snapshots_lost: AtomicU64::new(0),
             events_lost: AtomicU64::new(0),
+            events_waiting: AtomicU64::new(0),
             detect_latency: aegis_base::Histogram::new(DETECT_BOUNDS),
         }
     }
@@ -147,6 +152,7 @@ impl StreamStatus {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             snapshots_lost: self.snapshots_lost.load(Ordering::Relaxed),
             events_lost: self.events_lost.load(Ordering::Relaxed),
+            events_waiting: self.events_waiting.load(Ordering::Relaxed),
         }
     }
 }

@@ -270,6 +270,7 @@ impl Appliance {
             paced,
             store: self.store.clone(),
             store_failing: false,
+            waiting: Vec::new(),
             events: self.events.clone(),
             status: status.clone(),
         };
@@ -561,6 +562,9 @@ impl Retention {
     }
 }
 
+/// Events a camera holds in memory while the store refuses them (about 1 KB each).
+const WAITING_MAX: usize = 10_000;
+
 struct CameraWorker {
     detector: ObjectDetector,
     tracker: ByteTracker,
@@ -575,6 +579,8 @@ struct CameraWorker {
     store: Arc<Store>,
     /// The last commit failed: said once, not at every frame, until one succeeds.
     store_failing: bool,
+    /// Events the store refused, oldest first; they go first in the next commit.
+    waiting: Vec<aegis_domain::Event>,
     events: broadcast::Sender<LiveEvent>,
     status: Arc<StreamStatus>,
 }
@@ -690,31 +696,45 @@ impl CameraWorker {
                 let _ = self.occupancy.send(change);
             }
         }
-        if pending.is_empty() {
+        if pending.is_empty() && self.waiting.is_empty() {
             return Ok(());
         }
         let (read_at, decode) = (frame.read_at, frame.decoded_at - frame.read_at);
         let job = self.name_snapshots(frame, &mut pending);
-        let mut events: Vec<_> = pending.into_iter().map(|p| p.event).collect();
+        // Events the store refused before go first, in their order.
+        let held = self.waiting.len();
+        let mut events: Vec<_> = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .chain(pending.into_iter().map(|p| p.event))
+            .collect();
         let seqs = match self.store.commit(&events) {
             Ok(seqs) => seqs,
             Err(e) => {
-                // Nothing of this frame is stored (the transaction is all or nothing); detection
-                // goes on, and the events are counted as lost.
-                self.status
-                    .events_lost
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                // Nothing is stored (the transaction is all or nothing): the events wait in
+                // memory, without this frame's snapshots, and detection goes on.
                 if !std::mem::replace(&mut self.store_failing, true) {
-                    error!(error = %e, "events cannot be stored; counting them as lost until the store takes them again");
+                    error!(error = %e, "events cannot be stored; holding them until the store takes them again");
                 }
+                if let Some(job) = &job {
+                    for e in &mut events[held..] {
+                        if e.snapshot.as_ref().is_some_and(|u| job.names(u)) {
+                            e.snapshot = None;
+                        }
+                    }
+                }
+                self.hold(events);
                 return Ok(());
             }
         };
         if std::mem::replace(&mut self.store_failing, false) {
-            info!("the store takes events again");
+            info!(
+                held,
+                "the store takes events again; the held ones are stored"
+            );
+            self.status.events_waiting.store(0, Ordering::Relaxed);
         }
         if let Some(job) = job {
-            self.queue_snapshots(job, &mut events);
+            self.queue_snapshots(job, &mut events[held..]);
         }
         for (seq, event) in seqs.into_iter().zip(events) {
             // No subscribers is fine: the events are in the store.
@@ -726,6 +746,22 @@ impl CameraWorker {
             });
         }
         Ok(())
+    }
+
+    /// Keeps `events` (oldest first) for the next commit; past `WAITING_MAX` the oldest are
+    /// dropped and counted as lost.
+    fn hold(&mut self, mut events: Vec<aegis_domain::Event>) {
+        let over = events.len().saturating_sub(WAITING_MAX);
+        if over > 0 {
+            events.drain(..over);
+            self.status
+                .events_lost
+                .fetch_add(over as u64, Ordering::Relaxed);
+        }
+        self.status
+            .events_waiting
+            .store(events.len() as u64, Ordering::Relaxed);
+        self.waiting = events;
     }
 
     /// Names a snapshot for each event that wants one; the job is queued once they are committed.

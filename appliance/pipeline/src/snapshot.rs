@@ -24,6 +24,13 @@ pub(crate) struct SnapshotJob {
     pub status: Arc<StreamStatus>,
 }
 
+impl SnapshotJob {
+    /// Whether this job takes the snapshot `urn`.
+    pub fn names(&self, urn: &BlobUrn) -> bool {
+        self.shots.iter().any(|(u, _)| u == urn)
+    }
+}
+
 /// Lost snapshots kept to unlink from their events while the store refuses writes.
 const UNLINK_MAX: usize = 10_000;
 

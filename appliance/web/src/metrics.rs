@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use aegis_ingest::{StreamState, StreamStatus};
+use aegis_ingest::{StreamState, StreamStatus, StreamStatusView};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -13,6 +13,9 @@ use crate::{ApiError, WebState};
 
 /// A per-camera counter: name, help, and how to read it.
 type Counter = (&'static str, &'static str, fn(&StreamStatus) -> u64);
+
+/// A per-camera gauge, read from the camera's status.
+type Gauge = (&'static str, &'static str, fn(&StreamStatusView) -> f64);
 
 /// Writes `# HELP` and `# TYPE` for a family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -62,7 +65,7 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         ),
         (
             "aegis_events_lost_total",
-            "Events that could not be stored (the store failed, e.g. a full disk).",
+            "Events dropped because the store refused them for longer than memory holds.",
             |s| s.events_lost.load(Relaxed),
         ),
     ];
@@ -72,37 +75,36 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", st.name(), value(st));
         }
     }
-    family(
-        &mut out,
-        "aegis_stream_up",
-        "gauge",
-        "1 while the stream is online.",
-    );
-    family(
-        &mut out,
-        "aegis_stream_fps",
-        "gauge",
-        "Decoded frames per second, last second.",
-    );
-    family(
-        &mut out,
-        "aegis_detector_queue_frames",
-        "gauge",
-        "Sampled frames waiting for or in the detector.",
-    );
-    for st in &streams {
-        let v = st.view();
-        let up = u8::from(v.state == StreamState::Online);
-        let queued = v
-            .frames_sampled
-            .saturating_sub(v.frames_detected + v.frames_dropped);
-        let cam = st.name();
-        let _ = writeln!(out, "aegis_stream_up{{camera=\"{cam}\"}} {up}");
-        let _ = writeln!(out, "aegis_stream_fps{{camera=\"{cam}\"}} {}", v.fps);
-        let _ = writeln!(
-            out,
-            "aegis_detector_queue_frames{{camera=\"{cam}\"}} {queued}"
-        );
+    // Each family's samples follow its own HELP and TYPE lines, as the format requires.
+    let views: Vec<_> = streams.iter().map(|st| st.view()).collect();
+    let gauges: [Gauge; 4] = [
+        ("aegis_stream_up", "1 while the stream is online.", |v| {
+            f64::from(u8::from(v.state == StreamState::Online))
+        }),
+        (
+            "aegis_stream_fps",
+            "Decoded frames per second, last second.",
+            |v| v.fps,
+        ),
+        (
+            "aegis_detector_queue_frames",
+            "Sampled frames waiting for or in the detector.",
+            |v| {
+                v.frames_sampled
+                    .saturating_sub(v.frames_detected + v.frames_dropped) as f64
+            },
+        ),
+        (
+            "aegis_events_waiting",
+            "Events held in memory because the store refused them (a full disk); stored once it takes them again.",
+            |v| v.events_waiting as f64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(&mut out, name, "gauge", help);
+        for v in &views {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", v.name, value(v));
+        }
     }
     let name = "aegis_detect_latency_seconds";
     family(
