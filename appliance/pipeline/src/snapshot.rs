@@ -67,7 +67,10 @@ pub(crate) fn run(rx: Receiver<SnapshotJob>, store: Arc<Store>, quality: u8) {
         };
         if !unlink.is_empty() {
             match store.forget_snapshots(&unlink) {
-                Ok(()) => unlink.clear(),
+                Ok(()) => {
+                    unlink.clear();
+                    warned = false;
+                }
                 Err(e) if !std::mem::replace(&mut warned, true) => {
                     warn!(error = %e, "lost snapshots not unlinked yet; retrying");
                 }
