@@ -207,6 +207,20 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
     let metrics = metrics.text().await.unwrap();
+    // Each family's samples come together, right after its own TYPE line (two cameras here).
+    let mut family = "";
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            family = rest.split(' ').next().unwrap();
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| *b == family))
+                .unwrap_or(name);
+            assert_eq!(base, family, "{line} is not under its family's TYPE line");
+        }
+    }
     let value = |series: &str| -> f64 {
         metrics
             .lines()

@@ -256,17 +256,6 @@ fn fill(path: &Path) {
     while f.write_all(&chunk).and_then(|()| f.sync_data()).is_ok() {}
 }
 
-/// The demo camera's `metric` from `/metrics`.
-fn camera_metric(port: u16, cookie: &str, metric: &str) -> u64 {
-    let (status, body) = http(port, "GET", "/metrics", &[("Cookie", cookie)], "");
-    assert_eq!(status, 200, "{body}");
-    let prefix = format!("{metric}{{camera=\"plaza\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {metric} in {body}"))
-}
-
 #[test]
 fn a_full_disk_holds_events_until_space_returns_then_stores_them_all() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,8 +279,8 @@ fn a_full_disk_holds_events_until_space_returns_then_stores_them_all() {
     // The disk fills up: the events the store refuses wait in memory, and detection goes on.
     let ballast = disk.join("ballast");
     fill(&ballast);
-    let waiting = || camera_metric(port, &cookie, "aegis_events_waiting");
-    wait("events wait for the store", &mut || waiting() >= 20);
+    let waiting = || metric(port, &cookie, "aegis_events_waiting{camera=\"plaza\"}");
+    wait("events wait for the store", &mut || waiting() >= 20.0);
     assert!(
         child.0.try_wait().unwrap().is_none(),
         "the appliance runs on"
@@ -306,8 +295,11 @@ fn a_full_disk_holds_events_until_space_returns_then_stores_them_all() {
         committed_ids(&db).len() >= stored.len() + held
     });
     assert_eq!(committed_ids(&db)[..stored.len()], stored[..]);
-    assert_eq!(waiting(), 0);
-    assert_eq!(camera_metric(port, &cookie, "aegis_events_lost_total"), 0);
+    assert_eq!(waiting(), 0.0);
+    assert_eq!(
+        metric(port, &cookie, "aegis_events_lost_total{camera=\"plaza\"}"),
+        0.0
+    );
     stop(child);
 
     // What was stored is whole: every event with its outbox row, no torn snapshot.

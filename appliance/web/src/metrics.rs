@@ -4,18 +4,20 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use aegis_ingest::{StreamState, StreamStatus, StreamStatusView};
+use aegis_ingest::{StreamState, StreamStatusView};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::{ApiError, WebState};
 
-/// A per-camera counter: name, help, and how to read it.
-type Counter = (&'static str, &'static str, fn(&StreamStatus) -> u64);
-
-/// A per-camera gauge, read from the camera's status.
-type Gauge = (&'static str, &'static str, fn(&StreamStatusView) -> f64);
+/// A per-camera family: name, type, help, and how to read it from the camera's status.
+type PerCamera = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&StreamStatusView) -> f64,
+);
 
 /// Writes `# HELP` and `# TYPE` for a family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -25,69 +27,68 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::with_capacity(4096);
     let streams = s.appliance.streams();
-    let counters: [Counter; 8] = [
-        ("aegis_frames_decoded_total", "Frames decoded.", |s| {
-            s.decoded.load(Relaxed)
+    let views: Vec<_> = streams.iter().map(|st| st.view()).collect();
+    let per_camera: [PerCamera; 12] = [
+        ("aegis_frames_decoded_total", "counter", "Frames decoded.", |v| {
+            v.frames_decoded as f64
         }),
         (
             "aegis_frames_sampled_total",
+            "counter",
             "Frames kept for the detector at its detect rate.",
-            |s| s.sampled.load(Relaxed),
+            |v| v.frames_sampled as f64,
         ),
         (
             "aegis_frames_skipped_total",
+            "counter",
             "Frames decoded but not sampled for the detector.",
-            |s| {
-                s.decoded
-                    .load(Relaxed)
-                    .saturating_sub(s.sampled.load(Relaxed))
-            },
+            |v| v.frames_decoded.saturating_sub(v.frames_sampled) as f64,
         ),
         (
             "aegis_frames_detected_total",
+            "counter",
             "Frames the detector processed.",
-            |s| s.detected.load(Relaxed),
+            |v| v.frames_detected as f64,
         ),
         (
             "aegis_frames_dropped_total",
+            "counter",
             "Sampled frames dropped because the detector was behind.",
-            |s| s.dropped.load(Relaxed),
+            |v| v.frames_dropped as f64,
         ),
         (
             "aegis_reconnects_total",
+            "counter",
             "Times the stream was reconnected.",
-            |s| s.reconnects.load(Relaxed),
+            |v| v.reconnects as f64,
         ),
         (
             "aegis_snapshots_lost_total",
+            "counter",
             "Snapshots events named that could not be stored.",
-            |s| s.snapshots_lost.load(Relaxed),
+            |v| v.snapshots_lost as f64,
         ),
         (
             "aegis_events_lost_total",
+            "counter",
             "Events dropped because the store refused them for longer than memory holds.",
-            |s| s.events_lost.load(Relaxed),
+            |v| v.events_lost as f64,
         ),
-    ];
-    for (name, help, value) in counters {
-        family(&mut out, name, "counter", help);
-        for st in &streams {
-            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", st.name(), value(st));
-        }
-    }
-    // Each family's samples follow its own HELP and TYPE lines, as the format requires.
-    let views: Vec<_> = streams.iter().map(|st| st.view()).collect();
-    let gauges: [Gauge; 4] = [
-        ("aegis_stream_up", "1 while the stream is online.", |v| {
-            f64::from(u8::from(v.state == StreamState::Online))
-        }),
+        (
+            "aegis_stream_up",
+            "gauge",
+            "1 while the stream is online.",
+            |v| f64::from(u8::from(v.state == StreamState::Online)),
+        ),
         (
             "aegis_stream_fps",
+            "gauge",
             "Decoded frames per second, last second.",
             |v| v.fps,
         ),
         (
             "aegis_detector_queue_frames",
+            "gauge",
             "Sampled frames waiting for or in the detector.",
             |v| {
                 v.frames_sampled
@@ -96,12 +97,14 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         ),
         (
             "aegis_events_waiting",
+            "gauge",
             "Events held in memory because the store refused them (a full disk); stored once it takes them again.",
             |v| v.events_waiting as f64,
         ),
     ];
-    for (name, help, value) in gauges {
-        family(&mut out, name, "gauge", help);
+    // Each family's samples follow its own HELP and TYPE lines, as the format requires.
+    for (name, kind, help, value) in per_camera {
+        family(&mut out, name, kind, help);
         for v in &views {
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", v.name, value(v));
         }
@@ -127,7 +130,7 @@ pub(crate) async fn metrics(State(s): State<WebState>) -> Result<impl IntoRespon
         let _ = writeln!(out, "{name}_sum{{camera=\"{cam}\"}} {}", h.sum_seconds);
         let _ = writeln!(out, "{name}_count{{camera=\"{cam}\"}} {}", h.count);
     }
-    // Single-valued families: the store's, then the MQTT publisher's when one runs.
+    // Single-valued families: the store's, then the MQTT publisher's and the sync's when they run.
     let mut singles: Vec<(&str, &str, &str, u64)> = vec![
         (
             "aegis_outbox_backlog",
