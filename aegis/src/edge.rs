@@ -298,9 +298,8 @@ impl SyncParts {
                 ),
                 Err(e) => tracing::error!(error = %e, "sync: starting the leaf node failed"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = shutdown.triggered() => return,
+            if shutdown.sleep(backoff.next_delay()).await {
+                return;
             }
         };
         let tasks = self.follow(&leaf).await;
@@ -415,9 +414,8 @@ async fn enrol_until_done(
             }
             Err(e) => tracing::warn!(error = %e, "sync: enrolment failed; retrying"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-            _ = shutdown.triggered() => return,
+        if shutdown.sleep(Duration::from_secs(10)).await {
+            return;
         }
     }
 }

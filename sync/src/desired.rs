@@ -70,10 +70,7 @@ pub async fn follow(
         if let Err(e) = result {
             tracing::debug!(error = %e, "desired config: hub unreachable; retrying");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = shutdown.triggered() => {}
-        }
+        shutdown.sleep(backoff.next_delay()).await;
     }
 }
 

@@ -109,10 +109,7 @@ pub async fn forward<T: Clone>(
                 backoff.next_delay()
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.triggered() => {}
-        }
+        shutdown.sleep(delay).await;
     }
 }
 
@@ -186,9 +183,8 @@ pub async fn heartbeat(
                 tracing::debug!(error = %e, "heartbeat not sent");
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.triggered() => return,
+        if shutdown.sleep(every).await {
+            return;
         }
     }
 }

@@ -168,10 +168,7 @@ async fn pump(
                 tracing::info!(%device, error = %e, "device stream unreachable; retrying");
                 reported = true;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = shutdown.triggered() => {}
-            }
+            shutdown.sleep(backoff.next_delay()).await;
         }
     }
 }

@@ -40,6 +40,15 @@ impl Shutdown {
         *stopped
     }
 
+    /// Sleeps for up to `duration`; returns true if shutdown was triggered meanwhile (the async
+    /// twin of [`Shutdown::wait_timeout`]).
+    pub async fn sleep(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => self.is_triggered(),
+            () = self.triggered() => true,
+        }
+    }
+
     /// Resolves once shutdown is triggered.
     pub async fn triggered(&self) {
         loop {
@@ -64,5 +73,16 @@ mod tests {
         s.trigger();
         assert!(t.join().unwrap());
         assert!(!Shutdown::new().wait_timeout(Duration::from_millis(1)));
+    }
+
+    #[tokio::test]
+    async fn sleep_returns_early_when_triggered_and_says_so() {
+        let s = Shutdown::new();
+        let s2 = s.clone();
+        let sleeping = tokio::spawn(async move { s2.sleep(Duration::from_secs(60)).await });
+        s.trigger();
+        let woke = tokio::time::timeout(Duration::from_secs(10), sleeping).await;
+        assert!(woke.expect("woken, not slept out").unwrap());
+        assert!(!Shutdown::new().sleep(Duration::from_millis(1)).await);
     }
 }

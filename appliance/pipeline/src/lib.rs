@@ -342,6 +342,17 @@ impl Appliance {
         template.detector.clone()
     }
 
+    /// The camera template with `detector` in place of its detector settings.
+    fn template_with(&self, detector: &DetectorConfig) -> Config {
+        let mut config = self
+            .template
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        config.detector = detector.clone();
+        config
+    }
+
     /// Loads the model that `detector` names, to put in force with [`Appliance::set_detector`]
     /// (its classes tell which labels rules may name). A model that does not load is refused
     /// here, before anything changes.
@@ -349,15 +360,11 @@ impl Appliance {
         &self,
         detector: &DetectorConfig,
     ) -> Result<ObjectDetector, PipelineError> {
-        let mut config = self
-            .template
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        config.detector = detector.clone();
-        load_detector(&config, &self.ort_library).map_err(|source| PipelineError::Detector {
-            camera: String::new(),
-            source,
+        load_detector(&self.template_with(detector), &self.ort_library).map_err(|source| {
+            PipelineError::Detector {
+                camera: String::new(),
+                source,
+            }
         })
     }
 
@@ -369,12 +376,7 @@ impl Appliance {
         loaded: ObjectDetector,
     ) -> Result<(), PipelineError> {
         let _editing = self.editing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = self
-            .template
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        next.detector = detector.clone();
+        let next = self.template_with(detector);
         let running: Vec<CameraConfig> = {
             let cams = self.cameras.read().unwrap_or_else(|e| e.into_inner());
             cams.iter().map(|c| c.config.clone()).collect()
