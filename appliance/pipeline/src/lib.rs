@@ -173,7 +173,7 @@ impl Appliance {
         })?;
         let mut started = Vec::new();
         for cam in config.cameras.iter().filter(|c| c.enabled) {
-            started.push(appliance.start_camera(cam, appliance.detector())?);
+            started.push(appliance.start_camera(cam)?);
         }
         *appliance.cameras.write().unwrap_or_else(|e| e.into_inner()) = started;
         let s = &config.storage;
@@ -200,11 +200,9 @@ impl Appliance {
             .clone()
     }
 
-    fn start_camera(
-        &self,
-        cam: &CameraConfig,
-        detector: ObjectDetector,
-    ) -> Result<Camera, PipelineError> {
+    /// Starts `cam`'s threads; it detects with the loaded model.
+    fn start_camera(&self, cam: &CameraConfig) -> Result<Camera, PipelineError> {
+        let detector = self.detector();
         let snapshots = self
             .snapshots
             .lock()
@@ -393,7 +391,7 @@ impl Appliance {
         }
         let mut started = Vec::with_capacity(running.len());
         for cam in &running {
-            started.push(self.start_camera(cam, self.detector())?);
+            started.push(self.start_camera(cam)?);
         }
         *self.cameras.write().unwrap_or_else(|e| e.into_inner()) = started;
         Ok(())
@@ -439,7 +437,7 @@ impl Appliance {
         }
         let mut started = Vec::new();
         for cam in starting {
-            started.push(self.start_camera(cam, self.detector())?);
+            started.push(self.start_camera(cam)?);
         }
         let mut cams = self.cameras.write().unwrap_or_else(|e| e.into_inner());
         cams.extend(started);
