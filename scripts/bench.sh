@@ -14,7 +14,9 @@
 #              (SQLite, PostgreSQL), backlog drain after a partition, edge → core latency, the
 #              core with 100 simulated devices
 #   capacity   1, 2, 3… 720p30 RTSP cameras at 5 detect-fps until one is no longer held in
-#              real time (opt-in: it takes several minutes)
+#              real time (opt-in: it takes several minutes). AEGIS_CAPACITY_DETECTOR sets the
+#              detector's threads and sessions (default "threads: 1, sessions: 2");
+#              AEGIS_CAPACITY_FROM the first camera count
 # Run it on an otherwise idle machine; never while something is building.
 # Usage: bash scripts/bench.sh [decode|detector|pipeline|mqtt|ui|sync|capacity]...
 #        (default: all but capacity)
@@ -100,25 +102,12 @@ bench_mqtt() {
       "$AEGIS" bench pipeline --config "$cfg" --seconds 60 --events-out "$WORK/committed.jsonl" \
         2>/dev/null > "$WORK/report.json"
       [ "$variant" = plain ] || { sleep 1; kill "$sub"; }
-      python3 - "$round" "$variant" "$WORK/report.json" "$WORK/committed.jsonl" "$WORK/sub-$round.txt" <<'PY'
-import json, sys
-rnd, variant, report, committed, sub = sys.argv[1:6]
-r = json.load(open(report))
-out = {"round": int(rnd), "variant": variant, "events": r["events"],
-       "glass_to_event_ms": r["glass_to_event_ms"],
-       "pipeline_share_after_decode_ms": r["pipeline_share_after_decode_ms"],
-       "inference_ms": r["inference_ms"],
-       "mqtt_dropped": r["mqtt_dropped"]}
-if variant != "plain":
-    # Each event: from its commit (seen by the bench on the live feed) to mosquitto_sub's receipt.
-    at = {e["id"]: e["committed_unix_ms"] for e in map(json.loads, open(committed))}
-    lat = sorted(float(t) * 1e3 - at[json.loads(p)["after"]["id"]]
-                 for t, p in (line.split(" ", 1) for line in open(sub))
-                 if json.loads(p)["after"]["id"] in at)
-    q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 2)
-    out["commit_to_mqtt_subscriber_ms"] = {"messages": len(lat), "p50": q(0.5), "p95": q(0.95), "p99": q(0.99)}
-print(json.dumps(out))
-PY
+      if [ "$variant" = plain ]; then
+        python3 scripts/bench_row.py "$WORK/report.json" round="$round" variant="$variant"
+      else
+        python3 scripts/bench_row.py "$WORK/report.json" "$WORK/committed.jsonl" \
+          "$WORK/sub-$round.txt" round="$round" variant="$variant"
+      fi
     done
   done
   kill "$broker"
@@ -154,15 +143,17 @@ bench_capacity() {
   coproc SERVER { exec /usr/bin/python3 hil-tests/rtsp_server.py "$port" "$clip720"; }
   read -r ready <&"${SERVER[0]}"
   [ "$ready" = READY ] || { echo "RTSP server did not start" >&2; return 1; }
-  for n in 1 2 3 4 5 6; do
+  # One thread per inference and two at once, unless AEGIS_CAPACITY_DETECTOR says otherwise:
+  # more frames per second on 2 cores than the default (one inference at a time on two
+  # threads, best for one camera's latency). Cameras from AEGIS_CAPACITY_FROM (default 1).
+  local detector_settings="${AEGIS_CAPACITY_DETECTOR:-threads: 1, sessions: 2}"
+  for n in $(seq "${AEGIS_CAPACITY_FROM:-1}" 8); do
     {
       echo "cameras:"
       for i in $(seq 1 "$n"); do
         echo "  - {name: cam$i, url: 'rtsp://127.0.0.1:$port/live', detect_fps: 5}"
       done
-      # One thread per inference and two at once: more frames per second on 2 cores than one
-      # inference at a time on two threads (the default, best for one camera's latency).
-      echo "detector: {model: $PWD/models/centernet_mbv3_coco80.yaml, labels: [person, bicycle, car, motorcycle, bus, truck], threads: 1, sessions: 2}"
+      echo "detector: {model: $PWD/models/centernet_mbv3_coco80.yaml, labels: [person, bicycle, car, motorcycle, bus, truck], $detector_settings}"
       echo "storage: {dir: $WORK/capacity-$n}"
     } > "$WORK/capacity-$n.yaml"
     report=$("$AEGIS" bench pipeline --config "$WORK/capacity-$n.yaml" --seconds 60 2>/dev/null)
