@@ -126,7 +126,7 @@ fn store_snapshots(
         }
     }
     if let Err(e) = store.attach_blobs(&staged, frame.wall_ms) {
-        // The files stay as orphans for `aegis check --repair`.
+        // `attach_blobs` removed their files.
         warn!(error = %e, "snapshot rows not written");
         lost.extend(staged.into_iter().map(|b| b.urn));
     }

@@ -222,7 +222,11 @@ impl Store {
         let dest = self.blob_dir().join(&blob.relative_path);
         let dir = dest.parent().expect("blob paths have a shard directory");
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        aegis_base::write_durably(&temp_path(&dest), &dest, bytes).map_err(io_err(&dest))?;
+        if let Err(e) = aegis_base::write_durably(&temp_path(&dest), &dest, bytes) {
+            // It may have been renamed into place before the failure; no row will name it.
+            let _ = retention::remove_file(dest.clone());
+            return Err(io_err(&dest)(e));
+        }
         Ok(blob)
     }
 
@@ -280,15 +284,23 @@ impl Store {
         Ok(seqs)
     }
 
-    /// Inserts the rows of blobs staged with [`Store::stage_blob`], in one transaction.
+    /// Inserts the rows of blobs staged with [`Store::stage_blob`], in one transaction. If they
+    /// cannot be written (a full disk), the staged files are removed: nothing would name them.
     pub fn attach_blobs(&self, blobs: &[StagedBlob], now_ms: i64) -> Result<(), StoreError> {
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction()?;
-        for b in blobs {
-            insert_blob(&tx, b, now_ms)?;
+        let attached = (|| {
+            let tx = conn.transaction()?;
+            for b in blobs {
+                insert_blob(&tx, b, now_ms)?;
+            }
+            Ok(tx.commit()?)
+        })();
+        if attached.is_err() {
+            for b in blobs {
+                let _ = retention::remove_file(self.blob_dir().join(&b.relative_path));
+            }
         }
-        tx.commit()?;
-        Ok(())
+        attached
     }
 
     /// Unlinks snapshots that will never land (their encoding or write failed) from the events

@@ -163,7 +163,7 @@ fn orphaned_blob(conn: &Connection, urn: &str) -> Result<Option<(String, u64)>, 
 }
 
 /// A file already gone is fine: that is what was wanted.
-fn remove_file(path: PathBuf) -> Result<(), StoreError> {
+pub(crate) fn remove_file(path: PathBuf) -> Result<(), StoreError> {
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(StoreError::Io { path, source: e })
