@@ -57,8 +57,8 @@ bench_detector() {
     # Frame 5 of the clip at the model's input size, as the detector tests use.
     ffmpeg -loglevel error -nostdin -i "$CLIP" -vf "select=eq(n\,5),scale=${size/x/:}:flags=bilinear" \
       -frames:v 1 -pix_fmt rgb24 -f rawvideo -y "$WORK/$model.rgb"
-    # ort at 2 intra-op threads; tract runs on one thread, so its reference does too.
-    for pair in ort:2 tract:1; do
+    # Each backend at 2 threads (the default), and tract at 1 as well.
+    for pair in ort:2 tract:2 tract:1; do
       backend=${pair%:*} threads=${pair#*:}
       ref=$("$VENV/bin/python" scripts/ort_reference.py --model "models/$model.yaml" \
         --rgb "$WORK/$model.rgb" --threads "$threads")

@@ -18,7 +18,7 @@ pub struct OutputTensor {
 pub enum BackendKind {
     /// ONNX Runtime, loaded at run time from the shared library at the given path.
     Ort,
-    /// tract, pure Rust (single-threaded here).
+    /// tract, pure Rust.
     Tract,
 }
 
@@ -30,7 +30,7 @@ pub trait Backend: Send {
 /// How a backend uses the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threads {
-    /// Threads for one inference (ONNX Runtime's intra-op pool; tract uses one).
+    /// Threads for one inference (ONNX Runtime's intra-op pool, tract's matrix-product pool).
     pub count: usize,
     /// Inferences that may run at once: the model is loaded this many times, and every camera
     /// shares those copies.
@@ -128,10 +128,14 @@ pub fn build(
             Err(DetectError::BackendUnavailable("ort"))
         }
         #[cfg(feature = "tract")]
-        BackendKind::Tract => Ok(Box::new(tract_backend::TractBackend::new(model, shape)?)),
+        BackendKind::Tract => Ok(Box::new(tract_backend::TractBackend::new(
+            model,
+            shape,
+            threads.count,
+        )?)),
         #[cfg(not(feature = "tract"))]
         BackendKind::Tract => {
-            let _ = shape;
+            let _ = (shape, threads);
             Err(DetectError::BackendUnavailable("tract"))
         }
     }
@@ -231,30 +235,43 @@ mod ort_backend {
 
 #[cfg(feature = "tract")]
 mod tract_backend {
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
     use tract_onnx::prelude::*;
 
     use super::{Backend, OutputTensor};
+    use crate::tract_topk::select_instead_of_sort;
     use crate::DetectError;
-
-    type Plan = Arc<TypedRunnableModel>;
 
     fn rt(e: impl std::fmt::Display) -> DetectError {
         DetectError::Runtime(e.to_string())
     }
 
     pub(super) struct TractBackend {
-        plan: Plan,
+        state: TypedSimpleState,
+        /// Where the model's matrix products run: this thread alone, or a pool of its own.
+        executor: Executor,
     }
 
     impl TractBackend {
-        pub(super) fn new(model: &[u8], shape: [usize; 4]) -> Result<Self, DetectError> {
-            let plan = tract_onnx::onnx()
+        pub(super) fn new(
+            model: &[u8],
+            shape: [usize; 4],
+            threads: usize,
+        ) -> Result<Self, DetectError> {
+            let state = tract_onnx::onnx()
                 .model_for_read(&mut &model[..])
                 .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
                 .and_then(|m| m.into_optimized())
-                .and_then(|m| m.into_runnable())
+                .and_then(|mut m| {
+                    select_instead_of_sort(&mut m)?;
+                    m.into_runnable()?.spawn()
+                })
                 .map_err(|e| DetectError::Runtime(format!("cannot load the model: {e}")))?;
-            Ok(Self { plan })
+            let executor = match threads {
+                0 | 1 => Executor::SingleThread,
+                n => Executor::multithread_with_name(n, "aegis-tract"),
+            };
+            Ok(Self { state, executor })
         }
     }
 
@@ -265,7 +282,10 @@ mod tract_backend {
             shape: [usize; 4],
         ) -> Result<Vec<OutputTensor>, DetectError> {
             let tensor = Tensor::from_shape(&shape, input).map_err(rt)?;
-            let outputs = self.plan.run(tvec!(tensor.into())).map_err(rt)?;
+            let state = &mut self.state;
+            let outputs =
+                multithread_tract_scope(self.executor.clone(), || state.run(tvec!(tensor.into())))
+                    .map_err(rt)?;
             outputs
                 .iter()
                 .map(|t| {

@@ -9,6 +9,8 @@ mod detector;
 mod error;
 mod manifest;
 mod nms;
+#[cfg(feature = "tract")]
+mod tract_topk;
 
 pub use backend::{Backend, BackendKind, OutputTensor, Threads};
 pub use decode::{decode, RawDetection};

@@ -159,19 +159,23 @@ fn both_shipped_models_find_the_people_in_the_plaza() {
 #[cfg(feature = "tract")]
 #[test]
 fn tract_and_onnx_runtime_agree() {
-    let manifest = models().join("ssdlite_mbv2_person.yaml");
-    let mut a = load(&manifest, BackendKind::Ort).unwrap();
-    let mut b = load(&manifest, BackendKind::Tract).unwrap();
-    let img = demo_frame(300, 300);
-    let da = a.detect(&img, 768, 576).unwrap();
-    let db = b.detect(&img, 768, 576).unwrap();
-    assert!(!da.is_empty(), "the frame has people in it");
-    assert_eq!(da.len(), db.len());
-    for (x, y) in da.iter().zip(&db) {
-        assert!(
-            (x.score - y.score).abs() < 1e-3 && x.bbox.iou(&y.bbox) > 0.99,
-            "{x:?} vs {y:?}"
-        );
+    for (name, size) in [("centernet_mbv3_coco80", 512), ("ssdlite_mbv2_person", 300)] {
+        let manifest = models().join(format!("{name}.yaml"));
+        let mut a = load(&manifest, BackendKind::Ort).unwrap();
+        let mut b = load(&manifest, BackendKind::Tract).unwrap();
+        let img = demo_frame(size, size);
+        let da = a.detect(&img, 768, 576).unwrap();
+        let db = b.detect(&img, 768, 576).unwrap();
+        assert!(!da.is_empty(), "{name}: the frame has people in it");
+        assert_eq!(da.len(), db.len(), "{name}");
+        for (x, y) in da.iter().zip(&db) {
+            assert!(
+                x.label == y.label
+                    && (x.score - y.score).abs() < 1e-3
+                    && x.bbox.iou(&y.bbox) > 0.99,
+                "{name}: {x:?} vs {y:?}"
+            );
+        }
     }
 }
 
