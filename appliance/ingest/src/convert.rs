@@ -49,6 +49,9 @@ impl RgbConverter {
                     scaling::Flags::FAST_BILINEAR,
                 )
                 .map_err(|e| IngestError::Decode(format!("cannot convert {key:?}: {e}")))?;
+                // The output follows the input's size when it keeps it (a camera that changes
+                // resolution): a fresh frame is allocated at the new size.
+                self.out = ff::frame::Video::empty();
                 &mut slot.insert((ctx, key)).0
             }
         };
@@ -69,4 +72,30 @@ fn pack_rgb(frame: &ff::frame::Video) -> Vec<u8> {
         out.extend_from_slice(&data[row * stride..row * stride + w * 3]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grey(width: u32, height: u32) -> ff::frame::Video {
+        let mut frame = ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height);
+        for plane in 0..3 {
+            frame.data_mut(plane).fill(128);
+        }
+        frame
+    }
+
+    #[test]
+    fn follows_a_stream_whose_size_changes() {
+        ff::init().unwrap();
+        let mut native = RgbConverter::native();
+        let mut fixed = RgbConverter::to_size(64, 48);
+        for (w, h) in [(320, 240), (640, 360), (320, 240)] {
+            let frame = grey(w, h);
+            let rgb = native.convert(&frame).unwrap();
+            assert_eq!(rgb.len(), (w * h * 3) as usize, "{w}x{h} at its own size");
+            assert_eq!(fixed.convert(&frame).unwrap().len(), 64 * 48 * 3);
+        }
+    }
 }
