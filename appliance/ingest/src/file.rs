@@ -24,6 +24,16 @@ pub(crate) fn run(path: &Path, realtime: bool, s: &Session) -> Result<SessionEnd
     let ctx = ff::codec::context::Context::from_parameters(stream.parameters())
         .map_err(|e| IngestError::Codec(e.to_string()))?;
     let mut decoder = VideoDecoder::new(ctx, time_base, s.input_size, s.detect_fps, !realtime)?;
+    // Raw streams (.h264, .h265 as cameras dump them) carry no timestamps. Each of their packets
+    // is given one, a frame duration after the last, so they are paced, sampled and timed like
+    // any other file. The duration is the packet's own (from the stream's timing info), else the
+    // stream's frame rate, else 25 fps as FFmpeg assumes.
+    let rate = [stream.avg_frame_rate(), stream.rate()]
+        .into_iter()
+        .find(|r| r.numerator() > 0 && r.denominator() > 0)
+        .map_or(25.0, f64::from);
+    let frame_ticks = ((1.0 / rate / time_base).round() as i64).max(1);
+    let mut untimed_next = 0i64;
 
     let start = Instant::now();
     let mut first_pts: Option<f64> = None;
@@ -47,6 +57,11 @@ pub(crate) fn run(path: &Path, realtime: bool, s: &Session) -> Result<SessionEnd
         }
         if packet.stream() != index {
             continue;
+        }
+        if packet.pts().is_none() && packet.dts().is_none() {
+            packet.set_dts(Some(untimed_next));
+            let ticks = packet.duration();
+            untimed_next += if ticks > 0 { ticks } else { frame_ticks };
         }
         if realtime {
             if let Some(pts) = packet.pts().or(packet.dts()) {

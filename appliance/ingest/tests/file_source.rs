@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aegis_base::{Backoff, Shutdown, SystemClock};
 use aegis_ingest::{SourceSpec, StreamIngest, StreamState, StreamStatus};
@@ -14,13 +14,23 @@ fn clip() -> PathBuf {
 
 /// Reads `path` once, as fast as possible; returns the delivered frames' times and the status.
 fn read_all(path: &Path, detect_fps: f64) -> (Vec<f64>, Arc<StreamStatus>) {
+    read(path, detect_fps, false, Duration::MAX)
+}
+
+/// Reads `path` once (at its own pace if `realtime`) for at most `limit`.
+fn read(
+    path: &Path,
+    detect_fps: f64,
+    realtime: bool,
+    limit: Duration,
+) -> (Vec<f64>, Arc<StreamStatus>) {
     aegis_ingest::init().unwrap();
     let status = Arc::new(StreamStatus::new("t", &path.display().to_string()));
     let ingest = StreamIngest {
         spec: SourceSpec::File {
             path: path.to_owned(),
             looping: false,
-            realtime: false,
+            realtime,
         },
         input_size: (64, 48),
         detect_fps,
@@ -32,8 +42,12 @@ fn read_all(path: &Path, detect_fps: f64) -> (Vec<f64>, Arc<StreamStatus>) {
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
     let t = std::thread::spawn(move || ingest.run(tx, shutdown));
+    let started = Instant::now();
     let mut times = Vec::new();
-    while let Ok(frame) = rx.recv_timeout(Duration::from_secs(5)) {
+    while started.elapsed() < limit {
+        let Ok(frame) = rx.recv_timeout(Duration::from_secs(5)) else {
+            break;
+        };
         assert_eq!(
             frame.input.len(),
             64 * 48 * 3,
@@ -45,6 +59,20 @@ fn read_all(path: &Path, detect_fps: f64) -> (Vec<f64>, Arc<StreamStatus>) {
     stop.trigger();
     t.join().unwrap();
     (times, status)
+}
+
+/// The clip remuxed by the `ffmpeg` CLI into `dir` with `args` (after the input).
+fn remux(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(clip())
+        .args(args)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    out
 }
 
 #[test]
@@ -66,6 +94,29 @@ fn samples_the_clip_to_the_detect_rate() {
 }
 
 #[test]
+fn a_raw_h264_stream_without_timestamps_is_sampled_and_paced_like_the_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = remux(
+        dir.path(),
+        "clip.h264",
+        &["-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264"],
+    );
+    let (times, status) = read_all(&raw, 5.0);
+    assert_eq!(status.view().frames_decoded, 795);
+    assert_eq!(times.len(), 398, "every other frame of the 10 fps stream");
+    assert!(
+        times.windows(2).all(|w| (w[1] - w[0] - 0.2).abs() < 1e-3),
+        "{times:?}"
+    );
+
+    // At its own pace, 1.5 s of reading reaches about 1.5 s into the stream, not its end.
+    let (times, status) = read(&raw, 5.0, true, Duration::from_millis(1500));
+    let reached = times.last().copied().unwrap_or_default();
+    assert!(reached > 0.0 && reached < 3.0, "reached {reached} s");
+    assert_eq!(status.view().frames_dropped, 0);
+}
+
+#[test]
 fn a_truncated_file_yields_what_it_holds_and_a_garbage_file_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(clip()).unwrap();
@@ -77,15 +128,7 @@ fn a_truncated_file_yields_what_it_holds_and_a_garbage_file_an_error() {
     assert!(status.view().last_error.unwrap().contains("cannot open"));
 
     // A transport stream cut mid-packet yields every frame before the cut, then finishes.
-    let ts = dir.path().join("clip.ts");
-    let ok = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-i"])
-        .arg(clip())
-        .args(["-c", "copy", "-f", "mpegts"])
-        .arg(&ts)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let ts = remux(dir.path(), "clip.ts", &["-c", "copy", "-f", "mpegts"]);
     let ts_bytes = std::fs::read(&ts).unwrap();
     let truncated_ts = dir.path().join("truncated.ts");
     std::fs::write(&truncated_ts, &ts_bytes[..ts_bytes.len() / 2 + 77]).unwrap();
