@@ -7,6 +7,10 @@ use crate::decode::VideoDecoder;
 use crate::supervisor::{Session, SessionEnd};
 use crate::IngestError;
 
+/// How far a packet's stream time may be from where pacing expects it (either way) before it is
+/// taken as a jump in the stream's clock.
+const MAX_JUMP_S: f64 = 5.0;
+
 /// Reads a file to its end, optionally at its own pace.
 pub(crate) fn run(path: &Path, realtime: bool, s: &Session) -> Result<SessionEnd, IngestError> {
     let name = path.display().to_string();
@@ -35,8 +39,9 @@ pub(crate) fn run(path: &Path, realtime: bool, s: &Session) -> Result<SessionEnd
     let frame_ticks = ((1.0 / rate / time_base).round() as i64).max(1);
     let mut untimed_next = 0i64;
 
-    let start = Instant::now();
-    let mut first_pts: Option<f64> = None;
+    // Pacing: a packet is due at its stream time relative to an anchor (a stream time and the
+    // instant it was read at).
+    let mut anchor: Option<(f64, Instant)> = None;
     let mut read_errors = 0u32;
     loop {
         if s.shutdown.is_triggered() {
@@ -63,15 +68,20 @@ pub(crate) fn run(path: &Path, realtime: bool, s: &Session) -> Result<SessionEnd
             let ticks = packet.duration();
             untimed_next += if ticks > 0 { ticks } else { frame_ticks };
         }
-        if realtime {
-            if let Some(pts) = packet.pts().or(packet.dts()) {
-                let t = pts as f64 * time_base;
-                let t0 = *first_pts.get_or_insert(t);
-                let due = start + Duration::from_secs_f64((t - t0).max(0.0));
-                let now = Instant::now();
-                if due > now && s.shutdown.wait_timeout(due - now) {
-                    return Ok(SessionEnd::Stopped);
-                }
+        // Decode order (dts) is the order packets are read in; pts goes back and forth with
+        // B-frames.
+        if let (true, Some(ts)) = (realtime, packet.dts().or(packet.pts())) {
+            let t = ts as f64 * time_base;
+            let now = Instant::now();
+            let (t0, at) = *anchor.get_or_insert((t, now));
+            let ahead = t - t0 - now.duration_since(at).as_secs_f64();
+            if ahead.abs() > MAX_JUMP_S {
+                // A jump in the stream's clock (joined recordings, a wrapped or reset clock), or
+                // a reader this far behind: go on from here rather than wait out the gap or
+                // rush through the file to catch up.
+                anchor = Some((t, now));
+            } else if ahead > 0.0 && s.shutdown.wait_timeout(Duration::from_secs_f64(ahead)) {
+                return Ok(SessionEnd::Stopped);
             }
         }
         if !decoder.send(&packet, Instant::now(), &s.sink)? {

@@ -117,6 +117,46 @@ fn a_raw_h264_stream_without_timestamps_is_sampled_and_paced_like_the_mp4() {
 }
 
 #[test]
+fn a_recording_whose_clock_jumps_plays_on_at_its_own_pace() {
+    // Three 1 s pieces of the clip, each from a key frame, joined as cameras' recordings are:
+    // stream times about 100 s, then about 5000 s (over an hour ahead), then about 200 s (back).
+    let dir = tempfile::tempdir().unwrap();
+    let mut joined = Vec::new();
+    for (i, (from, at)) in [(0, 100), (2, 5000), (4, 200)].into_iter().enumerate() {
+        let piece = remux(
+            dir.path(),
+            &format!("{i}.ts"),
+            &[
+                "-ss",
+                &from.to_string(),
+                "-t",
+                "1",
+                "-c",
+                "copy",
+                "-output_ts_offset",
+                &at.to_string(),
+                "-f",
+                "mpegts",
+            ],
+        );
+        joined.extend(std::fs::read(piece).unwrap());
+    }
+    let path = dir.path().join("joined.ts");
+    std::fs::write(&path, joined).unwrap();
+    let (times, status) = read(&path, 10.0, true, Duration::from_secs(30));
+    let v = status.view();
+    assert_eq!(v.state, StreamState::Finished);
+    assert_eq!(
+        v.frames_dropped, 0,
+        "no rushing through a piece to catch up"
+    );
+    for (piece, at) in [(1, 100.0), (2, 5000.0), (3, 200.0)] {
+        let n = times.iter().filter(|t| (at..at + 3.0).contains(*t)).count();
+        assert_eq!(n, 10, "piece {piece} at {at} s: {times:?}");
+    }
+}
+
+#[test]
 fn a_truncated_file_yields_what_it_holds_and_a_garbage_file_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(clip()).unwrap();
