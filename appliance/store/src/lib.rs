@@ -42,6 +42,30 @@ pub enum StoreError {
     Corrupt { seq: i64, reason: String },
     #[error("{0} is in use by another process (a running appliance?); stop it first")]
     InUse(PathBuf),
+    #[error(
+        "{path} is damaged ({reason}) and was left as it is: restore it from a backup, or move \
+         it aside to start with an empty store (what it holds then stays in the moved file)"
+    )]
+    Damaged { path: PathBuf, reason: String },
+}
+
+/// Names the database file when SQLite finds it damaged or not a database at all; other errors
+/// pass through.
+fn damaged(path: &Path) -> impl FnOnce(StoreError) -> StoreError + '_ {
+    move |e| match e {
+        StoreError::Db(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            StoreError::Damaged {
+                path: path.to_owned(),
+                reason: rusqlite::Error::SqliteFailure(f, None).to_string(),
+            }
+        }
+        e => e,
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -188,7 +212,7 @@ impl Store {
         }
         let db = dir.join("aegis.db");
         let writer = Connection::open(&db)?;
-        schema::prepare(&writer)?;
+        schema::prepare(&writer).map_err(damaged(&db))?;
         let reader = Connection::open(&db)?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store {

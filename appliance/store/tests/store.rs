@@ -189,6 +189,27 @@ fn reopening_keeps_everything_and_a_newer_schema_is_refused() {
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
 
+#[test]
+fn a_damaged_database_is_refused_by_name_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aegis.db");
+    Store::open(dir.path())
+        .unwrap()
+        .commit(&[event(1, "a", "x", None)])
+        .unwrap();
+    let whole = std::fs::read(&db).unwrap();
+    for damage in [whole[..whole.len() / 2].to_vec(), vec![0x5a; 100_000]] {
+        std::fs::write(&db, &damage).unwrap();
+        let err = Store::open(dir.path()).err().expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&db.display().to_string()) && msg.contains("damaged"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), damage, "left as it is");
+    }
+}
+
 fn outbox_payloads(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let conn = rusqlite::Connection::open(dir.join("aegis.db")).unwrap();
     let mut stmt = conn
