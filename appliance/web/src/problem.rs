@@ -56,7 +56,8 @@ impl From<StoreError> for ApiError {
             | StoreError::Io { .. }
             | StoreError::SchemaVersion { .. }
             | StoreError::Corrupt { .. }
-            | StoreError::InUse(_) => ApiError::Internal(e.to_string()),
+            | StoreError::InUse(_)
+            | StoreError::Damaged { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }
