@@ -3,6 +3,7 @@
 
 mod common;
 
+use aegis_testkit::{fill_disk, SmallDisk};
 use common::{aegis, free_port, http, login, run, stop, wait_healthy};
 
 use std::path::{Path, PathBuf};
@@ -221,48 +222,19 @@ fn kill_9_while_events_are_written_loses_nothing_committed_and_check_is_clean() 
     assert!(report["blobs_checked"].as_u64().unwrap() > 0, "{report:#}");
 }
 
-/// A tmpfs of `mb` MiB mounted at `dir`, unmounted when dropped: a disk this test can fill
-/// without filling the machine's. Mounting needs root, which `scripts/test.sh` has (it installs
-/// packages with apt-get).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, mb: u32) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(mounted.success(), "this test mounts a tmpfs, as root");
-        SmallDisk(dir.to_owned())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-/// Writes `path` until the disk is full.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    while f.write_all(&chunk).and_then(|()| f.sync_data()).is_ok() {}
-}
-
 #[test]
 fn a_full_disk_holds_events_until_space_returns_then_stores_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk");
     let _disk = SmallDisk::mount(&disk, 32);
     let port = free_port();
-    let cfg = run_config(&disk, port, ", realtime: false", "");
+    // Retention's free-space floor is off: this is about what happens when nothing can be freed.
+    let cfg = run_config(
+        &disk,
+        port,
+        ", realtime: false",
+        "storage: {min_free_mb: 0}\n",
+    );
     let db = disk.join("data/aegis.db");
     let mut child = run(&cfg);
     wait_healthy(port);
@@ -278,7 +250,7 @@ fn a_full_disk_holds_events_until_space_returns_then_stores_them_all() {
 
     // The disk fills up: the events the store refuses wait in memory, and detection goes on.
     let ballast = disk.join("ballast");
-    fill(&ballast);
+    fill_disk(&ballast, 0);
     let waiting = || metric(port, &cookie, "aegis_events_waiting{camera=\"plaza\"}");
     wait("events wait for the store", &mut || waiting() >= 20.0);
     assert!(

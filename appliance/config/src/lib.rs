@@ -154,6 +154,10 @@ pub struct StorageConfig {
     /// events first (no limit when absent).
     #[serde(default)]
     pub max_size_mb: Option<u64>,
+    /// The oldest events and their snapshots are deleted while the disk holding the store has
+    /// less than this free (0: never).
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +217,9 @@ fn default_update_interval() -> f64 {
 }
 fn default_quality() -> u8 {
     80
+}
+fn default_min_free_mb() -> u64 {
+    256
 }
 fn default_dir() -> PathBuf {
     PathBuf::from("data")

@@ -23,7 +23,7 @@ use aegis_config::{Backend, CameraConfig, Config, DetectorConfig};
 use aegis_detect::{BackendKind, DetectError, ObjectDetector, PostProcess};
 use aegis_domain::{BlobUrn, Tracker};
 use aegis_ingest::{Frame, SourceSpec, StreamIngest, StreamStatus};
-use aegis_store::{Store, StoreError, StoredEvent};
+use aegis_store::{Limits, Store, StoreError, StoredEvent};
 use aegis_track::{ByteTracker, TrackerParams};
 use tokio::sync::broadcast;
 use tracing::{error, info, info_span};
@@ -177,11 +177,12 @@ impl Appliance {
         }
         *appliance.cameras.write().unwrap_or_else(|e| e.into_inner()) = started;
         let s = &config.storage;
-        if s.max_age_days.is_some() || s.max_size_mb.is_some() {
+        if s.max_age_days.is_some() || s.max_size_mb.is_some() || s.min_free_mb > 0 {
             let retention = Retention {
                 store: appliance.store.clone(),
                 max_age_ms: s.max_age_days.map(|d| (d * 86_400_000.0) as i64),
                 max_bytes: s.max_size_mb.map(|mb| mb * 1_000_000),
+                min_free_bytes: (s.min_free_mb > 0).then(|| s.min_free_mb * 1_000_000),
                 clock,
             };
             let shutdown = appliance.shutdown.clone();
@@ -537,14 +538,19 @@ struct Retention {
     store: Arc<Store>,
     max_age_ms: Option<i64>,
     max_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
     clock: Arc<dyn Clock>,
 }
 
 impl Retention {
     fn run(self, shutdown: Shutdown) {
         loop {
-            let older_than = self.max_age_ms.map(|age| self.clock.now_ms() - age);
-            match self.store.prune(older_than, self.max_bytes) {
+            let limits = Limits {
+                older_than_ms: self.max_age_ms.map(|age| self.clock.now_ms() - age),
+                max_bytes: self.max_bytes,
+                min_free_bytes: self.min_free_bytes,
+            };
+            match self.store.prune(limits) {
                 Ok(r) if r.events > 0 => info!(
                     events = r.events,
                     snapshots = r.blobs,

@@ -24,7 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 pub use check::CheckReport;
-pub use retention::PruneReport;
+pub use retention::{Limits, PruneReport};
 pub use users::Session;
 
 #[derive(Debug, thiserror::Error)]

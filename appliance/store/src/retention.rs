@@ -1,5 +1,5 @@
-//! Retention: events and their snapshots are deleted by age and to keep the store under a size
-//! budget, oldest first. An event deleted before the core acknowledged it is never lost
+//! Retention: events and their snapshots are deleted by age, to keep the store under a size
+//! budget, and to keep free space on its disk, oldest first. An event deleted before the core acknowledged it is never lost
 //! silently: it is counted (`events_dropped_unsynced`, kept across restarts) and logged.
 
 use std::path::PathBuf;
@@ -23,30 +23,50 @@ pub struct PruneReport {
     pub unsynced: u64,
 }
 
+/// What retention keeps to. Each limit is off when `None`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Events older than this (event time, ms since the Unix epoch) are deleted.
+    pub older_than_ms: Option<i64>,
+    /// The store (database pages in use plus snapshot bytes) is kept under this.
+    pub max_bytes: Option<u64>,
+    /// The disk holding the store keeps at least this much free.
+    pub min_free_bytes: Option<u64>,
+}
+
 impl Store {
     /// Deletes events older than `older_than_ms` (by event time), then the oldest events until
-    /// the store (database pages in use plus blob bytes) fits in `max_bytes`. A snapshot goes
+    /// the store fits in `max_bytes` and its disk has `min_free_bytes` free. A snapshot goes
     /// with the last event that names it. Files are removed after their rows are gone, so a
     /// crash leaves at worst orphan files, which `check --repair` removes.
-    pub fn prune(
-        &self,
-        older_than_ms: Option<i64>,
-        max_bytes: Option<u64>,
-    ) -> Result<PruneReport, StoreError> {
+    pub fn prune(&self, limits: Limits) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport::default();
-        if let Some(t) = older_than_ms {
+        if let Some(t) = limits.older_than_ms {
             while self.delete_batch(Some(t), BATCH, &mut report)? {}
         }
-        while let Some(max) = max_bytes {
+        while let Some(max) = limits.max_bytes {
             let size = self.size()?;
             if size <= max {
                 break;
             }
             // About as many events as the excess, at the store's average size per event.
-            let events = self.event_count()?.max(1);
-            let per_event = (size / events).max(1);
-            let n = ((size - max) / per_event + 1).min(BATCH as u64) as i64;
-            if !self.delete_batch(None, n, &mut report)? {
+            if !self.delete_batch(None, self.events_for(size - max, size)?, &mut report)? {
+                break;
+            }
+        }
+        while let Some(min) = limits.min_free_bytes {
+            let short = min.saturating_sub(self.disk_free()?);
+            if short == 0 {
+                break;
+            }
+            // Deleted rows free pages inside the database file, which it reuses, not space on
+            // the disk: only snapshot files give space back. Without any, deleting events gains
+            // nothing, and none are deleted.
+            let snapshots = self.snapshot_bytes()?;
+            if snapshots == 0 {
+                break;
+            }
+            if !self.delete_batch(None, self.events_for(short, snapshots)?, &mut report)? {
                 break;
             }
         }
@@ -59,6 +79,13 @@ impl Store {
         Ok(report)
     }
 
+    /// How many of the oldest events to delete to free about `bytes`, when all events together
+    /// hold `total` bytes: at least one, at most a batch.
+    fn events_for(&self, bytes: u64, total: u64) -> Result<i64, StoreError> {
+        let per_event = (total / self.event_count()?.max(1)).max(1);
+        Ok((bytes / per_event + 1).min(BATCH as u64) as i64)
+    }
+
     /// Database pages in use plus blob bytes.
     pub fn size(&self) -> Result<u64, StoreError> {
         let conn = lock(&self.writer);
@@ -68,9 +95,16 @@ impl Store {
             |r| r.get(0),
         )?;
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let blobs: i64 =
+        drop(conn);
+        Ok(pages as u64 * page_size as u64 + self.snapshot_bytes()?)
+    }
+
+    /// The bytes of every stored blob (snapshot) file.
+    fn snapshot_bytes(&self) -> Result<u64, StoreError> {
+        let conn = lock(&self.writer);
+        let bytes: i64 =
             conn.query_row("SELECT COALESCE(SUM(size), 0) FROM blobs", [], |r| r.get(0))?;
-        Ok((pages * page_size + blobs) as u64)
+        Ok(bytes as u64)
     }
 
     fn event_count(&self) -> Result<u64, StoreError> {

@@ -1,5 +1,6 @@
 use aegis_domain::{BBox, BlobUrn, Event, EventKind};
-use aegis_store::{EventQuery, StagedBlob, Store};
+use aegis_store::{EventQuery, Limits, StagedBlob, Store};
+use aegis_testkit::{fill_disk, SmallDisk};
 
 fn stage(store: &Store, bytes: &[u8]) -> StagedBlob {
     store
@@ -210,6 +211,60 @@ fn a_damaged_database_is_refused_by_name_and_left_as_it_is() {
     }
 }
 
+#[test]
+fn a_disk_short_of_free_space_gets_it_back_from_the_oldest_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let _disk = SmallDisk::mount(dir.path(), 16);
+    let store = Store::open(dir.path()).unwrap();
+    let floor = Limits {
+        min_free_bytes: Some(1_000_000),
+        ..Limits::default()
+    };
+    // 40 events, each with a 100 kB snapshot, then a disk filled by something else but 200 kB.
+    let mut blobs = Vec::new();
+    for n in 1..=40 {
+        let blob = stage(&store, &vec![n as u8; 100_000]);
+        store
+            .commit(&[event(n, "a", "person", Some(blob.urn.clone()))])
+            .unwrap();
+        blobs.push(blob);
+    }
+    store.attach_blobs(&blobs, 0).unwrap();
+    fill_disk(&dir.path().join("ballast"), 200_000);
+    assert!(store.disk_free().unwrap() < 1_000_000);
+
+    let r = store.prune(floor).unwrap();
+    assert!(store.disk_free().unwrap() >= 1_000_000);
+    // About 800 kB short: the oldest 8 or so go, with their snapshots, and no more than needed.
+    assert!((8..=12).contains(&r.events), "{r:?}");
+    assert_eq!((r.blobs, r.blob_bytes), (r.events, r.events * 100_000));
+    let left: Vec<u64> = store
+        .events(&EventQuery {
+            limit: 100,
+            ..EventQuery::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.event.track_id)
+        .collect();
+    assert_eq!(left.len() as u64, 40 - r.events);
+    assert!(left.iter().all(|&n| n > r.events), "oldest first: {left:?}");
+
+    // With the snapshots gone, deleting events would give the disk nothing: none are deleted.
+    std::fs::remove_file(dir.path().join("ballast")).unwrap();
+    let store_dir = dir.path().join("events-only");
+    let events_only = Store::open(&store_dir).unwrap();
+    events_only
+        .commit(
+            &(1..=20)
+                .map(|n| event(n, "a", "person", None))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    fill_disk(&dir.path().join("ballast"), 200_000);
+    assert_eq!(events_only.prune(floor).unwrap().events, 0);
+}
+
 fn outbox_payloads(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let conn = rusqlite::Connection::open(dir.join("aegis.db")).unwrap();
     let mut stmt = conn
@@ -339,13 +394,23 @@ fn retention_deletes_oldest_first_keeps_shared_snapshots_and_counts_unsynced_dro
     let fourth_file = path_of(&blobs[1]);
 
     // By age: events before t=1003 go; their shared snapshot stays, event 3 still names it.
-    let r = store.prune(Some(1003), None).unwrap();
+    let r = store
+        .prune(Limits {
+            older_than_ms: Some(1003),
+            ..Limits::default()
+        })
+        .unwrap();
     assert_eq!((r.events, r.blobs, r.unsynced), (2, 0, 0));
     assert!(shared_file.exists());
 
     // By size: the oldest go until the store fits. Each blob is 10 kB.
     let before = store.size().unwrap();
-    let r = store.prune(None, Some(before - 15_000)).unwrap();
+    let r = store
+        .prune(Limits {
+            max_bytes: Some(before - 15_000),
+            ..Limits::default()
+        })
+        .unwrap();
     assert!(store.size().unwrap() <= before - 15_000);
     // Just enough: events 3 and 4 (the shared snapshot goes with 3, the last to name it).
     assert_eq!((r.events, r.blobs, r.blob_bytes), (2, 2, 20_000), "{r:?}");

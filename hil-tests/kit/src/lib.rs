@@ -1,6 +1,6 @@
 //! Helpers the tests share for the real components they start on loopback: free ports,
-//! processes that die with the test, a mosquitto broker with a `mosquitto_sub` client, and
-//! headless Chromium. A dev-dependency only.
+//! processes that die with the test, a mosquitto broker with a `mosquitto_sub` client, headless
+//! Chromium, and small disks to fill. A dev-dependency only.
 
 mod browser;
 
@@ -38,6 +38,41 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A tmpfs of `mb` MiB mounted at `dir`, unmounted when dropped: a disk a test can fill without
+/// filling the machine's. Mounting needs root, which `scripts/test.sh` has (it installs packages
+/// with apt-get).
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    pub fn mount(dir: &Path, mb: u32) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "this test mounts a tmpfs, as root");
+        SmallDisk(dir.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until the disk holding it is full, then gives `leave` bytes of it back.
+pub fn fill_disk(path: &Path, leave: u64) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).and_then(|()| f.sync_data()).is_ok() {}
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(leave)).unwrap();
+    f.sync_all().unwrap();
 }
 
 /// Waits until something accepts connections on `port`.
