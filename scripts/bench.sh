@@ -62,8 +62,10 @@ bench_detector() {
       backend=${pair%:*} threads=${pair#*:}
       ref=$("$VENV/bin/python" scripts/ort_reference.py --model "models/$model.yaml" \
         --rgb "$WORK/$model.rgb" --threads "$threads")
+      # tract on one thread also says where its time goes, by kind of operation.
+      profile=(); [ "$pair" = tract:1 ] && profile=(--profile)
       ours=$("$AEGIS" bench detector --model "models/$model.yaml" --backend "$backend" \
-        --threads "$threads" --rgb "$WORK/$model.rgb" | tr -d '\n')
+        --threads "$threads" --rgb "$WORK/$model.rgb" "${profile[@]}" | tr -d '\n')
       echo "{\"model\": \"$model\", \"backend\": \"$backend\", \"reference\": $ref, \"ours\": $ours}"
     done
   done

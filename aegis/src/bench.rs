@@ -55,6 +55,9 @@ pub struct DetectorArgs {
     /// Packed RGB24 at the model's input size (e.g. `ffmpeg … -pix_fmt rgb24 -f rawvideo`).
     #[arg(long)]
     rgb: PathBuf,
+    /// tract only: also where a run's time goes, by kind of operation (`runs` more runs).
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,13 +162,35 @@ pub fn detector(args: &DetectorArgs) -> anyhow::Result<Value> {
         found = detector.detect(&rgb, w, h)?.len();
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(json!({
+    let mut report = json!({
         "model": args.model,
         "threads": args.threads,
         "runs": args.runs,
         "detections": found,
         "latency_ms": percentiles(&mut times),
-    }))
+    });
+    if args.profile {
+        report["profile_ms_per_run"] = tract_profile(args)?;
+    }
+    Ok(report)
+}
+
+#[cfg(feature = "tract")]
+fn tract_profile(args: &DetectorArgs) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        matches!(args.backend, BackendArg::Tract),
+        "--profile is for --backend tract"
+    );
+    let ops = aegis_detect::tract_profile(&args.model, args.threads, args.runs)?;
+    Ok(ops
+        .into_iter()
+        .map(|(op, ms)| json!({"op": op, "ms": (ms * 100.0).round() / 100.0}))
+        .collect())
+}
+
+#[cfg(not(feature = "tract"))]
+fn tract_profile(_: &DetectorArgs) -> anyhow::Result<Value> {
+    anyhow::bail!("--profile needs a build with the tract feature")
 }
 
 pub fn decode(file: &Path, detect_fps: f64) -> anyhow::Result<Value> {

@@ -234,7 +234,10 @@ mod ort_backend {
 }
 
 #[cfg(feature = "tract")]
-mod tract_backend {
+pub(crate) mod tract_backend {
+    use std::collections::HashMap;
+    use std::time::Instant;
+
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
     use tract_onnx::prelude::*;
 
@@ -252,27 +255,70 @@ mod tract_backend {
         executor: Executor,
     }
 
+    /// The model with its input fixed to `shape`, optimised, with our TopK.
+    fn plan(model: &[u8], shape: [usize; 4]) -> Result<TypedSimpleState, DetectError> {
+        tract_onnx::onnx()
+            .model_for_read(&mut &model[..])
+            .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|mut m| {
+                select_instead_of_sort(&mut m)?;
+                m.into_runnable()?.spawn()
+            })
+            .map_err(|e| DetectError::Runtime(format!("cannot load the model: {e}")))
+    }
+
+    fn executor(threads: usize) -> Executor {
+        match threads {
+            0 | 1 => Executor::SingleThread,
+            n => Executor::multithread_with_name(n, "aegis-tract"),
+        }
+    }
+
     impl TractBackend {
         pub(super) fn new(
             model: &[u8],
             shape: [usize; 4],
             threads: usize,
         ) -> Result<Self, DetectError> {
-            let state = tract_onnx::onnx()
-                .model_for_read(&mut &model[..])
-                .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
-                .and_then(|m| m.into_optimized())
-                .and_then(|mut m| {
-                    select_instead_of_sort(&mut m)?;
-                    m.into_runnable()?.spawn()
-                })
-                .map_err(|e| DetectError::Runtime(format!("cannot load the model: {e}")))?;
-            let executor = match threads {
-                0 | 1 => Executor::SingleThread,
-                n => Executor::multithread_with_name(n, "aegis-tract"),
-            };
-            Ok(Self { state, executor })
+            Ok(Self {
+                state: plan(model, shape)?,
+                executor: executor(threads),
+            })
         }
+    }
+
+    /// Runs the model `runs` times on a blank input of `shape`; returns the mean time per run
+    /// of each kind of operation, slowest first.
+    pub(crate) fn profile(
+        model: &[u8],
+        shape: [usize; 4],
+        threads: usize,
+        runs: usize,
+    ) -> Result<Vec<(String, f64)>, DetectError> {
+        let mut state = plan(model, shape)?;
+        let input = Tensor::zero::<f32>(&shape).map_err(rt)?;
+        let mut ms: HashMap<String, f64> = HashMap::new();
+        multithread_tract_scope(executor(threads), || {
+            for _ in 0..runs {
+                state.run_plan_with_eval(
+                    tvec!(input.clone().into()),
+                    |ctx, op_state, node, inputs| {
+                        let started = Instant::now();
+                        let outputs =
+                            tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                        *ms.entry(node.op().name().to_string()).or_default() +=
+                            started.elapsed().as_secs_f64() * 1e3 / runs as f64;
+                        outputs
+                    },
+                )?;
+            }
+            TractResult::Ok(())
+        })
+        .map_err(rt)?;
+        let mut ms: Vec<(String, f64)> = ms.into_iter().collect();
+        ms.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(ms)
     }
 
     impl Backend for TractBackend {

@@ -82,15 +82,7 @@ impl ObjectDetector {
         let (manifest, bytes) = Manifest::load(manifest_path)?;
         let post = post(&manifest)?;
         let backend = (0..threads.sessions.max(1))
-            .map(|_| {
-                backend::build(
-                    kind,
-                    &bytes,
-                    Self::shape_of(&manifest),
-                    threads,
-                    ort_library,
-                )
-            })
+            .map(|_| backend::build(kind, &bytes, manifest.input_shape(), threads, ort_library))
             .collect::<Result<Vec<_>, _>>()?;
         let (w, h) = (manifest.input.width, manifest.input.height);
         let mut detector = Self {
@@ -106,14 +98,6 @@ impl ObjectDetector {
         };
         detector.detect(&vec![0u8; (w * h * 3) as usize], w, h)?;
         Ok(detector)
-    }
-
-    fn shape_of(m: &Manifest) -> [usize; 4] {
-        let (w, h) = (m.input.width as usize, m.input.height as usize);
-        match m.input.layout {
-            InputLayout::Nhwc => [1, h, w, 3],
-            InputLayout::Nchw => [1, 3, h, w],
-        }
     }
 
     /// The model's class labels, by class id.
@@ -152,9 +136,7 @@ impl ObjectDetector {
             w * h,
             &mut self.input,
         );
-        let outputs = self
-            .backend
-            .run(&self.input, Self::shape_of(&self.manifest))?;
+        let outputs = self.backend.run(&self.input, self.manifest.input_shape())?;
         let raw = decode(
             &self.manifest.decoder,
             &outputs,

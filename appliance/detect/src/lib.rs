@@ -19,6 +19,19 @@ pub use error::DetectError;
 pub use manifest::{DecoderSpec, InputLayout, InputSpec, Manifest};
 pub use nms::nms;
 
+/// Where a tract run of the model in `manifest` spends its time, as the mean milliseconds per
+/// run of each kind of operation, slowest first (`runs` runs on a blank input, on `threads`
+/// threads).
+#[cfg(feature = "tract")]
+pub fn tract_profile(
+    manifest: &std::path::Path,
+    threads: usize,
+    runs: usize,
+) -> Result<Vec<(String, f64)>, DetectError> {
+    let (manifest, model) = Manifest::load(manifest)?;
+    backend::tract_backend::profile(&model, manifest.input_shape(), threads, runs.max(1))
+}
+
 /// Where the setup script puts the ONNX Runtime library, unless `AEGIS_ORT_LIB` says otherwise.
 pub fn default_ort_library() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("AEGIS_ORT_LIB") {

@@ -68,6 +68,15 @@ fn ssd_scales() -> [f32; 4] {
 }
 
 impl Manifest {
+    /// The shape of the model's input tensor, batch 1.
+    pub(crate) fn input_shape(&self) -> [usize; 4] {
+        let (w, h) = (self.input.width as usize, self.input.height as usize);
+        match self.input.layout {
+            InputLayout::Nhwc => [1, h, w, 3],
+            InputLayout::Nchw => [1, 3, h, w],
+        }
+    }
+
     /// Reads a manifest and its model file, checking the file's sha256.
     /// Returns the manifest and the model bytes.
     pub fn load(path: &Path) -> Result<(Manifest, Vec<u8>), DetectError> {

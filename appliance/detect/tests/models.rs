@@ -179,6 +179,21 @@ fn tract_and_onnx_runtime_agree() {
     }
 }
 
+#[cfg(feature = "tract")]
+#[test]
+fn the_tract_profile_says_where_a_run_goes() {
+    let ops =
+        aegis_detect::tract_profile(&models().join("ssdlite_mbv2_person.yaml"), 1, 2).unwrap();
+    let names: Vec<&str> = ops.iter().map(|(op, _)| op.as_str()).collect();
+    // MobileNetV2 is depthwise and pointwise convolutions: those lead.
+    assert!(names[..3].contains(&"DepthWiseConv"), "{ops:?}");
+    assert!(
+        ops.windows(2).all(|w| w[0].1 >= w[1].1),
+        "slowest first: {ops:?}"
+    );
+    assert!(ops.iter().map(|(_, ms)| ms).sum::<f64>() > 1.0, "{ops:?}");
+}
+
 #[test]
 fn cameras_sharing_one_loaded_model_each_get_their_own_answers() {
     let manifest = models().join("ssdlite_mbv2_person.yaml");
