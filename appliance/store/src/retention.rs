@@ -1,6 +1,7 @@
 //! Retention: events and their snapshots are deleted by age, to keep the store under a size
-//! budget, and to keep free space on its disk, oldest first. An event deleted before the core acknowledged it is never lost
-//! silently: it is counted (`events_dropped_unsynced`, kept across restarts) and logged.
+//! budget, and to keep free space on its disk, oldest first. An event deleted before the core
+//! acknowledged it is never lost silently: it is counted (`events_dropped_unsynced`, kept across
+//! restarts) and logged.
 
 use std::path::PathBuf;
 
