@@ -10,7 +10,7 @@ mod error;
 mod manifest;
 mod nms;
 #[cfg(feature = "tract")]
-mod tract_topk;
+mod tract_ops;
 
 pub use backend::{Backend, BackendKind, OutputTensor, Threads};
 pub use decode::{decode, RawDetection};

@@ -192,6 +192,17 @@ fn the_tract_profile_says_where_a_run_goes() {
         "slowest first: {ops:?}"
     );
     assert!(ops.iter().map(|(_, ms)| ms).sum::<f64>() > 1.0, "{ops:?}");
+
+    // CenterNet runs on our TopK and Resize, not tract's slower ones.
+    let ops =
+        aegis_detect::tract_profile(&models().join("centernet_mbv3_coco80.yaml"), 1, 1).unwrap();
+    let names: Vec<&str> = ops.iter().map(|(op, _)| op.as_str()).collect();
+    for (ours, theirs) in [("SelectTopk", "Topk"), ("RowResize", "Resize")] {
+        assert!(
+            names.contains(&ours) && !names.contains(&theirs),
+            "{names:?}"
+        );
+    }
 }
 
 #[test]
