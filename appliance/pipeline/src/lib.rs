@@ -268,7 +268,6 @@ impl Appliance {
             snapshots,
             paced,
             store: self.store.clone(),
-            store_failing: false,
             waiting: Vec::new(),
             events: self.events.clone(),
             status: status.clone(),
@@ -583,9 +582,8 @@ struct CameraWorker {
     /// Frames come at the source's pace: snapshots are dropped rather than waited for.
     paced: bool,
     store: Arc<Store>,
-    /// The last commit failed: said once, not at every frame, until one succeeds.
-    store_failing: bool,
-    /// Events the store refused, oldest first; they go first in the next commit.
+    /// Events the store refused, oldest first; they go first in the next commit. Never empty
+    /// after a failed commit, empty after one that succeeded.
     waiting: Vec<aegis_domain::Event>,
     events: broadcast::Sender<LiveEvent>,
     status: Arc<StreamStatus>,
@@ -717,8 +715,9 @@ impl CameraWorker {
             Ok(seqs) => seqs,
             Err(e) => {
                 // Nothing is stored (the transaction is all or nothing): the events wait in
-                // memory, without this frame's snapshots, and detection goes on.
-                if !std::mem::replace(&mut self.store_failing, true) {
+                // memory, without this frame's snapshots, and detection goes on. Said once, when
+                // the store starts refusing (nothing was held yet), not at every frame.
+                if held == 0 {
                     error!(error = %e, "events cannot be stored; holding them until the store takes them again");
                 }
                 if let Some(job) = &job {
@@ -732,7 +731,7 @@ impl CameraWorker {
                 return Ok(());
             }
         };
-        if std::mem::replace(&mut self.store_failing, false) {
+        if held > 0 {
             info!(
                 held,
                 "the store takes events again; the held ones are stored"
