@@ -273,7 +273,7 @@ impl Settings {
             .map_err(|e| SettingsError::Invalid(e.0))?;
         Self::write(&rules_path, &rules_doc)?;
         Self::write(&self.path, &doc)?;
-        let previous = self.appliance.detector();
+        let previous = model_changes.then(|| self.appliance.detector());
         let applied = match loaded {
             Some(d) => self.appliance.set_detector(&config.detector, d),
             None => Ok(()),
@@ -286,7 +286,7 @@ impl Settings {
                 None => std::fs::remove_file(&rules_path)
                     .map_err(|e| SettingsError::Io(format!("{}: {e}", rules_path.display())))?,
             }
-            if model_changes {
+            if let Some(previous) = previous {
                 self.appliance.set_detector(&old_detector, previous)?;
             }
             return Err(e.into());
