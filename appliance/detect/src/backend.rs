@@ -255,7 +255,7 @@ pub(crate) mod tract_backend {
         executor: Executor,
     }
 
-    /// The model with its input fixed to `shape`, optimised, with our TopK.
+    /// The model with its input fixed to `shape`, optimised, with our faster ops swapped in.
     fn plan(model: &[u8], shape: [usize; 4]) -> Result<TypedSimpleState, DetectError> {
         tract_onnx::onnx()
             .model_for_read(&mut &model[..])

@@ -2,12 +2,12 @@
 //! events is one `INSERT … SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING`: one round trip
 //! and one implicit transaction however many events it holds.
 
+use std::sync::{Arc, Mutex};
+
 use aegis_base::{Clock, SystemClock};
 use aegis_proto::v1;
 use aegis_sync::ingest::{Sink, SinkError};
 use aegis_sync::DeviceKey;
-use std::sync::{Arc, Mutex};
-
 use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls};
 
