@@ -688,21 +688,51 @@ pub fn section<T: DeserializeOwned>(
     }
 }
 
-/// Replaces `${NAME}` with the variable's value; a missing variable is an error.
+/// Replaces `${NAME}` with the variable's value; a missing variable is an error. A value that
+/// lands in a URL's user info (`rtsp://admin:${PASS}@cam/live`) is percent-encoded, so that a
+/// password may hold any character (`@`, `:`, `/`, …) as it is.
 fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let userinfo = userinfo_span(s);
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {
+        let at = s.len() - rest.len() + start;
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let end = after.find('}').ok_or("unterminated ${...}")?;
         let name = &after[..end];
         let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
-        out.push_str(&value);
+        if userinfo.contains(&at) {
+            percent_encode(&value, &mut out);
+        } else {
+            out.push_str(&value);
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Where the user info of URL `s` lies (after `scheme://`, before the `@` that ends it); empty
+/// when it has none.
+fn userinfo_span(s: &str) -> std::ops::Range<usize> {
+    let Some(start) = s.find("://").map(|i| i + 3) else {
+        return 0..0;
+    };
+    let authority = &s[start..];
+    let authority = &authority[..authority.find(['/', '?', '#']).unwrap_or(authority.len())];
+    authority.rfind('@').map_or(0..0, |at| start..start + at)
+}
+
+/// Appends `value` with every byte but URL-unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
+fn percent_encode(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -733,6 +763,27 @@ mod tests {
         );
         assert_eq!(c.http.listen.port(), 8080);
         assert_eq!(c.cameras[0].detect_fps, 5.0);
+    }
+
+    #[test]
+    fn a_secret_in_a_urls_user_info_may_hold_any_character() {
+        let env = |k: &str| match k {
+            "PASS" => Some("p@ss:w/rd 1%".to_owned()),
+            "PATH" => Some("stream/1".to_owned()),
+            _ => None,
+        };
+        let c = Config::parse(
+            "cameras:\n  - name: door\n    url: rtsp://${PASS}:${PASS}@cam:554/${PATH}?u=${PATH}\n",
+            Path::new("/etc/aegis"),
+            &env,
+        )
+        .unwrap();
+        // Encoded where it is the user info, as it is elsewhere.
+        let secret = "p%40ss%3Aw%2Frd%201%25";
+        assert_eq!(
+            c.cameras[0].url,
+            format!("rtsp://{secret}:{secret}@cam:554/stream/1?u=stream/1")
+        );
     }
 
     #[test]

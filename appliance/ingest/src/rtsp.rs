@@ -47,8 +47,19 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn rtsp_err(e: impl std::fmt::Display) -> IngestError {
-    IngestError::Rtsp(e.to_string())
+/// retina's error, said plainly where the camera answered with a status the user can act on.
+fn rtsp_err(e: retina::Error, has_credentials: bool) -> IngestError {
+    let plain = match (e.status_code(), has_credentials) {
+        (Some(401), true) => "the camera refused the user name or password (401 Unauthorized)",
+        (Some(401), false) => {
+            "the camera asks for a user name and password (401 Unauthorized): put them in the \
+             URL, rtsp://user:password@host/path"
+        }
+        (Some(403), _) => "the camera forbids this stream to this user (403 Forbidden)",
+        (Some(404), _) => "the camera has no stream at this path (404 Not Found)",
+        _ => return IngestError::Rtsp(e.to_string()),
+    };
+    IngestError::Rtsp(plain.to_owned())
 }
 
 /// Plays an RTSP stream until it fails, stalls or shutdown.
@@ -59,6 +70,8 @@ pub(crate) fn run(
     s: &Session,
 ) -> Result<SessionEnd, IngestError> {
     let (url, creds) = split_credentials(raw_url)?;
+    let has_credentials = creds.is_some();
+    let rtsp_err = |e| rtsp_err(e, has_credentials);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

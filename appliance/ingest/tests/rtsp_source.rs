@@ -1,6 +1,8 @@
 //! RTSP ingest against a real RTSP server (GStreamer's gst-rtsp-server, started by this test on
 //! loopback): frames arrive over TCP and UDP; the server dies and comes back and the stream
-//! recovers by itself; an unreachable camera is reported, with its credentials hidden; H.265
+//! recovers by itself; an unreachable camera is reported, with its credentials hidden; a camera
+//! that asks for a password streams with the right one and says why it refuses a wrong one, none
+//! or a wrong path; H.265
 //! cameras decode as well as H.264 ones; a camera that never answers or answers garbage is
 //! reported and retried.
 
@@ -179,6 +181,50 @@ fn an_unreachable_camera_is_offline_with_a_reason_and_no_password() {
         v.last_error.unwrap().to_lowercase().contains("refused"),
         "{shown}"
     );
+}
+
+#[test]
+fn a_camera_behind_a_password_streams_with_it_and_says_why_it_refuses_otherwise() {
+    let port = free_port();
+    let _server = RtspServer::start_with(port, "h264-auth");
+    // The password holds characters a URL must escape (`p@ss:w/rd`), as camera passwords often
+    // do; the server asks for Digest authentication, as IP cameras do.
+    let good = ingest(
+        &format!("rtsp://admin:p%40ss%3Aw%2Frd@127.0.0.1:{port}/live"),
+        false,
+    );
+    let wrong = ingest(
+        &format!("rtsp://admin:hunter2@127.0.0.1:{port}/live"),
+        false,
+    );
+    let none = ingest(&format!("rtsp://127.0.0.1:{port}/live"), false);
+    let lost = ingest(
+        &format!("rtsp://admin:p%40ss%3Aw%2Frd@127.0.0.1:{port}/stream1"),
+        false,
+    );
+    frames(&good, 10, Duration::from_secs(20));
+    assert_eq!(good.status.view().state, StreamState::Online);
+    for (r, what, says) in [
+        (
+            &wrong,
+            "a wrong password",
+            "refused the user name or password (401",
+        ),
+        (
+            &none,
+            "no credentials",
+            "asks for a user name and password (401",
+        ),
+    ] {
+        wait_until(r, Duration::from_secs(20), what, |v| {
+            v.state == StreamState::Offline && v.reconnects >= 2
+        });
+        let v = r.status.view();
+        let shown = format!("{v:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(v.last_error.unwrap().contains(says), "{what}: {shown}");
+        assert_eq!(v.frames_decoded, 0, "{what}");
+    }
 }
 
 /// A "camera" on loopback that accepts connections and then, for each, runs `behave`.
