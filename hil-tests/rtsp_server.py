@@ -5,6 +5,9 @@ Usage: rtsp_server.py PORT [SOURCE]
 Serves rtsp://127.0.0.1:PORT/live and prints READY when bound. SOURCE is one of:
   h264 (default)  a live 640x360 test pattern at 15 fps, encoded with x264, shared by all clients
   h265            the same pattern encoded with x265
+  h264-freeze     the h264 pattern for 3 s, then no more video while the session stays up (an
+                  encoder that hangs while the camera's RTSP server, RTCP reports included,
+                  goes on)
   h264-auth       the h264 pattern, for user `admin` with password `p@ss:w/rd` only (RTSP
                   Digest authentication, as IP cameras ask for)
   FILE.mp4        an H.264 MP4 sent as it is (no re-encoding), in real time, from its start
@@ -25,7 +28,16 @@ source = sys.argv[2] if len(sys.argv) > 2 else "h264"
 Gst.init(None)
 pattern = "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=15/1"
 factory = GstRtspServer.RTSPMediaFactory()
-if source in ("h264", "h264-auth"):
+if source == "h264-freeze":
+    launch = f"{pattern} ! valve name=freeze ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 config-interval=1"
+    factory.set_shared(True)
+
+    def freeze_later(_factory, media):
+        valve = media.get_element().get_by_name("freeze")
+        GLib.timeout_add_seconds(3, lambda: valve.set_property("drop", True))
+
+    factory.connect("media-configure", freeze_later)
+elif source in ("h264", "h264-auth"):
     launch = f"{pattern} ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! rtph264pay name=pay0 pt=96 config-interval=1"
     factory.set_shared(True)
 elif source == "h265":

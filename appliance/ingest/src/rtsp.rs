@@ -144,10 +144,13 @@ pub(crate) fn run(
         s.detect_fps,
         false,
     )?;
+    // Stalled: no video frame for `stall`, whatever else arrives (a camera whose encoder hangs
+    // still sends RTCP reports).
+    let mut deadline = tokio::time::Instant::now() + stall;
     loop {
         let next = rt.block_on(async {
             tokio::select! {
-                r = tokio::time::timeout(stall, demuxed.next()) => Some(r),
+                r = tokio::time::timeout_at(deadline, demuxed.next()) => Some(r),
                 () = stopped() => None,
             }
         });
@@ -161,6 +164,7 @@ pub(crate) fn run(
         let CodecItem::VideoFrame(frame) = item else {
             continue;
         };
+        deadline = tokio::time::Instant::now() + stall;
         let read_at = Instant::now();
         let mut packet = ff::Packet::copy(frame.data());
         packet.set_pts(Some(frame.timestamp().elapsed()));

@@ -1,6 +1,7 @@
 //! RTSP ingest against a real RTSP server (GStreamer's gst-rtsp-server, started by this test on
 //! loopback): frames arrive over TCP and UDP; the server dies and comes back and the stream
-//! recovers by itself; an unreachable camera is reported, with its credentials hidden; a camera
+//! recovers by itself; a camera whose video stops while its session goes on is found stalled; an
+//! unreachable camera is reported, with its credentials hidden; a camera
 //! that asks for a password streams with the right one and says why it refuses a wrong one, none
 //! or a wrong path; H.265
 //! cameras decode as well as H.264 ones; a camera that never answers or answers garbage is
@@ -65,13 +66,18 @@ impl Drop for Running {
 }
 
 fn ingest(url: &str, udp: bool) -> Running {
+    ingest_with(url, udp, Duration::from_secs(2))
+}
+
+/// `stall`: no video frame for this long counts as a stalled stream.
+fn ingest_with(url: &str, udp: bool, stall: Duration) -> Running {
     aegis_ingest::init().unwrap();
     let status = Arc::new(StreamStatus::new("cam", url));
     let ingest = StreamIngest {
         spec: SourceSpec::Rtsp {
             url: url.to_owned(),
             udp,
-            stall_timeout: Duration::from_secs(2),
+            stall_timeout: stall,
         },
         input_size: (64, 48),
         detect_fps: 5.0,
@@ -180,6 +186,31 @@ fn an_unreachable_camera_is_offline_with_a_reason_and_no_password() {
     assert!(
         v.last_error.unwrap().to_lowercase().contains("refused"),
         "{shown}"
+    );
+}
+
+#[test]
+fn a_camera_whose_video_stops_while_its_session_goes_on_is_found_stalled() {
+    let port = free_port();
+    let _server = RtspServer::start_with(port, "h264-freeze");
+    // Longer than the server's RTCP report interval (5 s, randomised), so that only video
+    // frames, not the reports that go on arriving, may keep the stream from counting as stalled.
+    let r = ingest_with(
+        &format!("rtsp://127.0.0.1:{port}/live"),
+        false,
+        Duration::from_secs(8),
+    );
+    frames(&r, 5, Duration::from_secs(10));
+    wait_until(&r, Duration::from_secs(25), "is found stalled", |v| {
+        v.state == StreamState::Offline
+    });
+    let v = r.status.view();
+    assert!(
+        v.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no frame for 8.0 s"),
+        "{v:?}"
     );
 }
 
