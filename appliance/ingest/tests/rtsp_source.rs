@@ -246,6 +246,7 @@ fn a_camera_behind_a_password_streams_with_it_and_says_why_it_refuses_otherwise(
             "no credentials",
             "asks for a user name and password (401",
         ),
+        (&lost, "a wrong path", "no stream at this path (404"),
     ] {
         wait_until(r, Duration::from_secs(20), what, |v| {
             v.state == StreamState::Offline && v.reconnects >= 2
