@@ -5,35 +5,30 @@ use crate::IngestError;
 
 type ScalerKey = (ff::format::Pixel, u32, u32);
 
-/// Converts decoded frames to packed RGB24, either at a fixed size (the model's input) or at the
-/// frame's own size (snapshots). Rebuilds its scaler only when the input format or size changes.
-/// Lives on the thread that uses it.
-pub struct RgbConverter {
+/// Converts decoded frames to one pixel format, either at a fixed size or at the frame's own
+/// size. Rebuilds its scaler only when the input format or size changes.
+pub(crate) struct Scaler {
+    target: ff::format::Pixel,
     size: Option<(u32, u32)>,
     scaler: Option<(scaling::Context, ScalerKey)>,
     out: ff::frame::Video,
 }
 
-impl RgbConverter {
-    /// Resizes (stretches) every frame to `width x height`, bilinear.
-    pub fn to_size(width: u32, height: u32) -> Self {
+impl Scaler {
+    /// To `target`, at `size` (stretched, bilinear), or at the frame's own size.
+    pub(crate) fn new(target: ff::format::Pixel, size: Option<(u32, u32)>) -> Self {
         Self {
-            size: Some((width, height)),
+            target,
+            size,
             scaler: None,
             out: ff::frame::Video::empty(),
         }
     }
 
-    /// Keeps each frame's own size.
-    pub fn native() -> Self {
-        Self {
-            size: None,
-            scaler: None,
-            out: ff::frame::Video::empty(),
-        }
-    }
-
-    pub fn convert(&mut self, frame: &ff::frame::Video) -> Result<Vec<u8>, IngestError> {
+    pub(crate) fn run(
+        &mut self,
+        frame: &ff::frame::Video,
+    ) -> Result<&ff::frame::Video, IngestError> {
         let key = (frame.format(), frame.width(), frame.height());
         let (w, h) = self.size.unwrap_or((key.1, key.2));
         let scaler = match &mut self.scaler {
@@ -43,7 +38,7 @@ impl RgbConverter {
                     key.0,
                     key.1,
                     key.2,
-                    ff::format::Pixel::RGB24,
+                    self.target,
                     w,
                     h,
                     scaling::Flags::FAST_BILINEAR,
@@ -58,7 +53,27 @@ impl RgbConverter {
         scaler
             .run(frame, &mut self.out)
             .map_err(|e| IngestError::Decode(format!("convert: {e}")))?;
-        Ok(pack_rgb(&self.out))
+        Ok(&self.out)
+    }
+}
+
+/// Converts decoded frames to packed RGB24, either at a fixed size (the model's input) or at the
+/// frame's own size (snapshots). Lives on the thread that uses it.
+pub struct RgbConverter(Scaler);
+
+impl RgbConverter {
+    /// Resizes (stretches) every frame to `width x height`, bilinear.
+    pub fn to_size(width: u32, height: u32) -> Self {
+        Self(Scaler::new(ff::format::Pixel::RGB24, Some((width, height))))
+    }
+
+    /// Keeps each frame's own size.
+    pub fn native() -> Self {
+        Self(Scaler::new(ff::format::Pixel::RGB24, None))
+    }
+
+    pub fn convert(&mut self, frame: &ff::frame::Video) -> Result<Vec<u8>, IngestError> {
+        Ok(pack_rgb(self.0.run(frame)?))
     }
 }
 

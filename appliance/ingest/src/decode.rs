@@ -9,6 +9,7 @@ use aegis_base::Clock;
 use ff::codec::threading;
 use ffmpeg_next as ff;
 
+use crate::rotate::{Rotation, Upright};
 use crate::{FrameSampler, IngestError, RgbConverter, StreamStatus};
 
 /// One decoded frame picked for detection.
@@ -64,6 +65,7 @@ const MAX_BAD_PACKETS: u32 = 100;
 
 pub(crate) struct VideoDecoder {
     decoder: ff::decoder::Video,
+    upright: Upright,
     converter: RgbConverter,
     sampler: FrameSampler,
     time_base: f64,
@@ -73,13 +75,15 @@ pub(crate) struct VideoDecoder {
 
 impl VideoDecoder {
     /// `frame_threads`: FFmpeg frame threading for throughput; it delays each frame by one per
-    /// extra thread, so real-time sources decode on one thread for latency.
+    /// extra thread, so real-time sources decode on one thread for latency. `rotation`: how far
+    /// the stream's pictures turn to stand upright; sampled frames are delivered upright.
     pub(crate) fn new(
         mut ctx: ff::codec::context::Context,
         time_base: f64,
         input_size: (u32, u32),
         detect_fps: f64,
         frame_threads: bool,
+        rotation: Rotation,
     ) -> Result<Self, IngestError> {
         if frame_threads {
             ctx.set_threading(threading::Config {
@@ -94,6 +98,7 @@ impl VideoDecoder {
             .map_err(|e| IngestError::Codec(e.to_string()))?;
         Ok(Self {
             decoder,
+            upright: Upright::new(rotation),
             converter: RgbConverter::to_size(input_size.0, input_size.1),
             sampler: FrameSampler::new(detect_fps),
             time_base,
@@ -147,8 +152,10 @@ impl VideoDecoder {
             sink.status
                 .sampled
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let input = self.converter.convert(&frame)?;
-            let full = std::mem::replace(&mut frame, ff::frame::Video::empty());
+            let full = self
+                .upright
+                .apply(std::mem::replace(&mut frame, ff::frame::Video::empty()))?;
+            let input = self.converter.convert(&full)?;
             let out = Frame {
                 seq: self.seq,
                 pts_s,

@@ -7,6 +7,7 @@ mod convert;
 mod decode;
 mod error;
 mod file;
+mod rotate;
 mod rtsp;
 mod sampler;
 mod status;

@@ -6,6 +6,7 @@ use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Tra
 use retina::codec::{CodecItem, FrameFormat};
 
 use crate::decode::VideoDecoder;
+use crate::rotate::Rotation;
 use crate::supervisor::{Session, SessionEnd};
 use crate::IngestError;
 
@@ -143,6 +144,7 @@ pub(crate) fn run(
         s.input_size,
         s.detect_fps,
         false,
+        Rotation::None,
     )?;
     // Stalled: no video frame for `stall`, whatever else arrives (a camera whose encoder hangs
     // still sends RTCP reports).

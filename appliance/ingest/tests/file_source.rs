@@ -1,12 +1,14 @@
-//! The file source on real media: what reaches the detector, and what happens with bad files.
+//! The file source on real media: what reaches the detector (upright, for recordings stored
+//! sideways), and what happens with bad files.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aegis_base::{Backoff, Shutdown, SystemClock};
-use aegis_ingest::{SourceSpec, StreamIngest, StreamState, StreamStatus};
+use aegis_ingest::{Frame, SourceSpec, StreamIngest, StreamState, StreamStatus};
 
 fn clip() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hil-tests/fixtures/vtest_h264.mp4")
@@ -17,13 +19,27 @@ fn read_all(path: &Path, detect_fps: f64) -> (Vec<f64>, Arc<StreamStatus>) {
     read(path, detect_fps, false, Duration::MAX)
 }
 
-/// Reads `path` once (at its own pace if `realtime`) for at most `limit`.
-fn read(
-    path: &Path,
-    detect_fps: f64,
-    realtime: bool,
-    limit: Duration,
-) -> (Vec<f64>, Arc<StreamStatus>) {
+/// A file source running on its own thread; stopped when dropped.
+struct Reading {
+    rx: Receiver<Frame>,
+    status: Arc<StreamStatus>,
+    stop: Shutdown,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.stop.trigger();
+        // A source reading as fast as it can waits for room in the queue: hang up on it.
+        drop(std::mem::replace(&mut self.rx, sync_channel(0).1));
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Starts reading `path` once (at its own pace if `realtime`), at 64 × 48 for the model.
+fn start(path: &Path, detect_fps: f64, realtime: bool) -> Reading {
     aegis_ingest::init().unwrap();
     let status = Arc::new(StreamStatus::new("t", &path.display().to_string()));
     let ingest = StreamIngest {
@@ -39,13 +55,28 @@ fn read(
         clock: Arc::new(SystemClock),
     };
     let (tx, rx) = sync_channel(4);
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let t = std::thread::spawn(move || ingest.run(tx, shutdown));
+    let stop = Shutdown::new();
+    let shutdown = stop.clone();
+    Reading {
+        rx,
+        status,
+        stop,
+        thread: Some(std::thread::spawn(move || ingest.run(tx, shutdown))),
+    }
+}
+
+/// Reads `path` once (at its own pace if `realtime`) for at most `limit`.
+fn read(
+    path: &Path,
+    detect_fps: f64,
+    realtime: bool,
+    limit: Duration,
+) -> (Vec<f64>, Arc<StreamStatus>) {
+    let reading = start(path, detect_fps, realtime);
     let started = Instant::now();
     let mut times = Vec::new();
     while started.elapsed() < limit {
-        let Ok(frame) = rx.recv_timeout(Duration::from_secs(5)) else {
+        let Ok(frame) = reading.rx.recv_timeout(Duration::from_secs(5)) else {
             break;
         };
         assert_eq!(
@@ -56,9 +87,7 @@ fn read(
         assert_eq!((frame.width, frame.height), (768, 576));
         times.push(frame.pts_s);
     }
-    stop.trigger();
-    t.join().unwrap();
-    (times, status)
+    (times, reading.status.clone())
 }
 
 /// The clip remuxed by the `ffmpeg` CLI into `dir` with `args` (after the input).
@@ -153,6 +182,54 @@ fn a_recording_whose_clock_jumps_plays_on_at_its_own_pace() {
     for (piece, at) in [(1, 100.0), (2, 5000.0), (3, 200.0)] {
         let n = times.iter().filter(|t| (at..at + 3.0).contains(*t)).count();
         assert_eq!(n, 10, "piece {piece} at {at} s: {times:?}");
+    }
+}
+
+#[test]
+fn a_recording_stored_sideways_is_analysed_upright_as_players_show_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for rotate in ["90", "180", "270"] {
+        let path = remux(
+            dir.path(),
+            &format!("turned{rotate}.mp4"),
+            &["-c", "copy", "-metadata:s:v", &format!("rotate={rotate}")],
+        );
+        // What the `ffmpeg` CLI shows: the first picture, turned as it turns it (its luma plane
+        // comes first).
+        let shown = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-i"])
+            .arg(&path)
+            .args([
+                "-frames:v",
+                "1",
+                "-pix_fmt",
+                "yuv420p",
+                "-f",
+                "rawvideo",
+                "-",
+            ])
+            .output()
+            .unwrap()
+            .stdout;
+        let reading = start(&path, 5.0, false);
+        let frame = reading.rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (w, h) = if rotate == "180" {
+            (768, 576)
+        } else {
+            (576, 768)
+        };
+        assert_eq!((frame.width, frame.height), (w, h), "rotate={rotate}");
+        assert_eq!(frame.input.len(), 64 * 48 * 3);
+        let (w, h) = (w as usize, h as usize);
+        assert_eq!(shown.len(), w * h * 3 / 2);
+        let (luma, stride) = (frame.full.data(0), frame.full.stride(0));
+        for y in 0..h {
+            assert_eq!(
+                luma[y * stride..][..w],
+                shown[y * w..][..w],
+                "rotate={rotate}, row {y}"
+            );
+        }
     }
 }
 
