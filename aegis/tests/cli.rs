@@ -174,6 +174,76 @@ fn committed_ids(db: &Path) -> Vec<String> {
     common::sqlite_strings(db, "SELECT id FROM events ORDER BY seq")
 }
 
+/// The track ids of a stream's `kind` events.
+fn tracks_with(db: &Path, stream: &str, kind: &str) -> std::collections::BTreeSet<String> {
+    common::sqlite_strings(
+        db,
+        &format!("SELECT DISTINCT CAST(track_id AS TEXT) FROM events WHERE stream = '{stream}' AND kind = '{kind}'"),
+    )
+    .into_iter()
+    .collect()
+}
+
+#[test]
+fn every_object_ends_when_its_file_ends_and_when_the_appliance_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let demo = repo.join("hil-tests/fixtures/vtest_h264.mp4");
+    let short = dir.path().join("short.mp4");
+    let cut = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-i"])
+        .arg(&demo)
+        .args(["-t", "6", "-c", "copy"])
+        .arg(&short)
+        .status()
+        .unwrap();
+    assert!(cut.success());
+    // One camera plays 6 s of the clip once, at its pace; the other loops the whole clip.
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cameras:\n  - {{name: once, url: '{}'}}\n  - {{name: plaza, url: '{}', loop: true}}\ndetector: {{model: '{}/models/ssdlite_mbv2_person.yaml'}}\ntracker: {{buffer_s: 1}}\nhttp: {{listen: '127.0.0.1:{port}'}}\n",
+            short.display(),
+            demo.display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("data/aegis.db");
+    let child = run(&cfg);
+    wait_healthy(port);
+    // The people in the short clip end once it has ended (and the tracker's second of memory
+    // has passed), not when the appliance stops.
+    let mut ended = false;
+    for _ in 0..200 {
+        let new = tracks_with(&db, "once", "new");
+        if !new.is_empty() && new == tracks_with(&db, "once", "end") {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new = tracks_with(&db, "once", "new");
+    assert!(
+        ended,
+        "new {new:?}, end {:?}",
+        tracks_with(&db, "once", "end")
+    );
+    // The looping camera still has people in view, and they end when the appliance stops.
+    let open = tracks_with(&db, "plaza", "new");
+    assert!(
+        open.len() > tracks_with(&db, "plaza", "end").len(),
+        "{open:?}"
+    );
+    stop(child);
+    assert_eq!(
+        tracks_with(&db, "plaza", "new"),
+        tracks_with(&db, "plaza", "end")
+    );
+}
+
 #[test]
 fn kill_9_while_events_are_written_loses_nothing_committed_and_check_is_clean() {
     let dir = tempfile::tempdir().unwrap();

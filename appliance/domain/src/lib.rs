@@ -35,8 +35,12 @@ pub struct Track {
 pub trait Tracker {
     /// Updates with this frame's detections; returns the tracks confirmed and seen in this frame.
     fn update(&mut self, detections: &[Detection]) -> Vec<Track>;
-    /// Ids of tracks that ended (lost for longer than the buffer) during the last `update`.
+    /// Ids of tracks that ended (lost for longer than the buffer) during the last `update`, or
+    /// by `end_all`.
     fn ended(&self) -> &[u64];
+    /// Ends every track at once, as when the stream stops: `ended` then names the confirmed
+    /// ones, and the next `update` starts afresh.
+    fn end_all(&mut self);
 }
 
 /// What happened to an object.

@@ -13,7 +13,7 @@ mod snapshot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,11 +58,12 @@ pub enum PipelineError {
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
     pub stored: StoredEvent,
-    /// When the frame behind this event was read from its source.
+    /// When the frame behind this event was read from its source. Objects that end because
+    /// their stream went quiet or stopped have no frame behind them: when that was found.
     pub read_at: Instant,
-    /// Time the decoder spent on that frame.
+    /// Time the decoder spent on that frame (zero without one).
     pub decode: Duration,
-    /// Time the detector spent on that frame.
+    /// Time the detector spent on that frame (zero without one).
     pub inference: Duration,
 }
 
@@ -245,6 +246,9 @@ impl Appliance {
             .clone();
         let t = &config.tracker;
         let max_lost_frames = (t.buffer_s * cam.detect_fps).ceil().max(1.0) as u32;
+        // No frame for as long as the tracker remembers a lost object, and two frame intervals
+        // more: the objects in view have left.
+        let quiet = Duration::from_secs_f64(t.buffer_s.max(0.0) + 2.0 / cam.detect_fps);
         let worker = CameraWorker {
             detector,
             tracker: ByteTracker::new(TrackerParams {
@@ -269,6 +273,7 @@ impl Appliance {
             paced,
             store: self.store.clone(),
             waiting: Vec::new(),
+            last_frame: None,
             events: self.events.clone(),
             status: status.clone(),
         };
@@ -284,7 +289,7 @@ impl Appliance {
             spawn_thread(
                 &format!("detect-{name}"),
                 info_span!("detect", stream = %name),
-                move || worker.run(rx),
+                move || worker.run(rx, quiet),
             )?,
         ];
         info!(stream = %cam.name, url = %aegis_base::redact_url(&cam.url), "camera started");
@@ -585,6 +590,8 @@ struct CameraWorker {
     /// Events the store refused, oldest first; they go first in the next commit. Never empty
     /// after a failed commit, empty after one that succeeded.
     waiting: Vec<aegis_domain::Event>,
+    /// The last frame processed: its wall time, when it was processed, and its size.
+    last_frame: Option<(i64, Instant, (u32, u32))>,
     events: broadcast::Sender<LiveEvent>,
     status: Arc<StreamStatus>,
 }
@@ -658,12 +665,22 @@ pub struct ZoneCount {
 }
 
 impl CameraWorker {
-    fn run(mut self, rx: Receiver<Frame>) {
-        while let Ok(frame) = rx.recv() {
-            let seq = frame.seq;
-            if let Err(e) = self.process(frame) {
-                // A frame that cannot be processed is lost, not the stream; say so and go on.
-                error!(error = %e, seq, "frame not processed");
+    /// Processes frames as they come. After `quiet` without one, every object in view ends.
+    fn run(mut self, rx: Receiver<Frame>, quiet: Duration) {
+        loop {
+            match rx.recv_timeout(quiet) {
+                Ok(frame) => {
+                    let seq = frame.seq;
+                    if let Err(e) = self.process(frame) {
+                        // A frame that cannot be processed is lost, not the stream; say so and go
+                        // on.
+                        error!(error = %e, seq, "frame not processed");
+                    }
+                }
+                // A file that ended, a camera offline or stalled: whatever was in view has left.
+                Err(RecvTimeoutError::Timeout) => self.end_all(),
+                // The stream stopped (shutdown, or the camera was removed or changed).
+                Err(RecvTimeoutError::Disconnected) => return self.end_all(),
             }
         }
     }
@@ -683,28 +700,86 @@ impl CameraWorker {
                 .publish(frame.seq, frame.wall_ms, &frame.full, &tracks);
         }
         let frame_size = (frame.width, frame.height);
+        self.last_frame = Some((frame.wall_ms, Instant::now(), frame_size));
         let mut pending =
             self.lifecycle
                 .update(&tracks, self.tracker.ended(), frame.wall_ms, frame_size);
-        self.rules.refresh(self.status.name());
-        if self.rules.active() {
-            let input =
-                rules::track_frame(self.status.name(), &frame, &tracks, self.tracker.ended());
-            if let Some(engine) = &mut self.rules.engine {
-                for hit in engine.update(&input) {
-                    pending.push(rules::pending(hit, &tracks, frame_size));
-                }
-            }
-            for change in self.rules.occupancy_changes(&input) {
-                // No subscribers is fine: occupancy is only reported, never stored.
-                let _ = self.occupancy.send(change);
-            }
-        }
-        if pending.is_empty() && self.waiting.is_empty() {
-            return Ok(());
-        }
+        self.rule_events(frame.wall_ms, frame_size, &tracks, &mut pending);
         let (read_at, decode) = (frame.read_at, frame.decoded_at - frame.read_at);
         let job = self.name_snapshots(frame, &mut pending);
+        self.commit(pending, job, read_at, decode, inference);
+        Ok(())
+    }
+
+    /// Ends every object still in view, with its end event and what the rules make of its
+    /// leaving (zone exits, occupancy).
+    fn end_all(&mut self) {
+        self.tracker.end_all();
+        let Some((wall_ms, at, frame_size)) = self.last_frame else {
+            return;
+        };
+        if self.tracker.ended().is_empty() {
+            return;
+        }
+        let now_ms = wall_ms + at.elapsed().as_millis() as i64;
+        let mut pending = self
+            .lifecycle
+            .update(&[], self.tracker.ended(), now_ms, frame_size);
+        self.rule_events(now_ms, frame_size, &[], &mut pending);
+        self.commit(
+            pending,
+            None,
+            Instant::now(),
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+    }
+
+    /// Adds to `pending` the rule events of this moment's `tracks` (and those the tracker
+    /// ended), and reports how zone occupancy changed.
+    fn rule_events(
+        &mut self,
+        t_ms: i64,
+        frame_size: (u32, u32),
+        tracks: &[aegis_domain::Track],
+        pending: &mut Vec<Pending>,
+    ) {
+        self.rules.refresh(self.status.name());
+        if !self.rules.active() {
+            return;
+        }
+        let input = rules::track_frame(
+            self.status.name(),
+            t_ms,
+            frame_size,
+            tracks,
+            self.tracker.ended(),
+        );
+        if let Some(engine) = &mut self.rules.engine {
+            for hit in engine.update(&input) {
+                pending.push(rules::pending(hit, tracks, frame_size));
+            }
+        }
+        for change in self.rules.occupancy_changes(&input) {
+            // No subscribers is fine: occupancy is only reported, never stored.
+            let _ = self.occupancy.send(change);
+        }
+    }
+
+    /// Stores `pending` after the events the store refused before, queues their snapshots
+    /// (`job`) and hands them to live subscribers. When the store refuses them, they wait in
+    /// memory and detection goes on.
+    fn commit(
+        &mut self,
+        pending: Vec<Pending>,
+        job: Option<SnapshotJob>,
+        read_at: Instant,
+        decode: Duration,
+        inference: Duration,
+    ) {
+        if pending.is_empty() && self.waiting.is_empty() {
+            return;
+        }
         // Events the store refused before go first, in their order.
         let held = self.waiting.len();
         let mut events: Vec<_> = std::mem::take(&mut self.waiting)
@@ -728,7 +803,7 @@ impl CameraWorker {
                     }
                 }
                 self.hold(events);
-                return Ok(());
+                return;
             }
         };
         if held > 0 {
@@ -750,7 +825,6 @@ impl CameraWorker {
                 inference,
             });
         }
-        Ok(())
     }
 
     /// Keeps `events` (oldest first) for the next commit; past `WAITING_MAX` the oldest are

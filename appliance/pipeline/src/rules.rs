@@ -2,22 +2,23 @@
 //! with the frame's object events (same transaction, outbox and snapshot path).
 
 use aegis_domain::{BBox, Event, EventKind, RuleHit, Track};
-use aegis_ingest::Frame;
 use aegis_rules::{RuleEvent, TrackFrame, TrackIn, What};
 
 use crate::Pending;
 
-/// The engine's view of one frame.
+/// The engine's view of one moment of a stream: a frame's, or the end of every object when the
+/// stream goes quiet.
 pub(crate) fn track_frame(
     stream: &str,
-    frame: &Frame,
+    t_ms: i64,
+    (width, height): (u32, u32),
     tracks: &[Track],
     ended: &[u64],
 ) -> TrackFrame {
     TrackFrame {
         stream: stream.to_owned(),
-        t_ms: frame.wall_ms,
-        frame: [frame.width, frame.height],
+        t_ms,
+        frame: [width, height],
         tracks: tracks.iter().map(track_in).collect(),
         ended: ended.to_vec(),
     }

@@ -274,6 +274,15 @@ impl Tracker for ByteTracker {
     fn ended(&self) -> &[u64] {
         &self.ended
     }
+
+    fn end_all(&mut self) {
+        self.ended = self
+            .tracks
+            .drain(..)
+            .filter(|t| t.id != 0)
+            .map(|t| t.id)
+            .collect();
+    }
 }
 
 impl ByteTracker {
@@ -424,6 +433,24 @@ mod tests {
             }
         }
         assert_eq!(ended_at, Some(5));
+    }
+
+    #[test]
+    fn ending_all_names_every_confirmed_track_lost_or_seen_and_starts_afresh() {
+        let mut t = ByteTracker::new(TrackerParams::default());
+        let seen = t.update(&[det(0.0, 0.0, 0.9), det(300.0, 0.0, 0.9)]);
+        // One object goes out of sight (lost, still remembered); a new one is not yet confirmed.
+        t.update(&[det(0.0, 0.0, 0.9), det(600.0, 0.0, 0.9)]);
+        t.end_all();
+        let mut ended = t.ended().to_vec();
+        ended.sort_unstable();
+        assert_eq!(ended, [seen[0].id, seen[1].id]);
+        // Nothing is carried over: the first object seen again is a new track.
+        t.update(&[det(0.0, 0.0, 0.9)]);
+        let again = t.update(&[det(0.0, 0.0, 0.9)]);
+        assert!(t.ended().is_empty());
+        assert_eq!(again.len(), 1);
+        assert!(again[0].id > seen[1].id, "{again:?}");
     }
 
     #[test]
