@@ -63,6 +63,10 @@ impl FrameSink<'_> {
 /// How many consecutive undecodable packets end a session (a hostile or broken stream).
 const MAX_BAD_PACKETS: u32 = 100;
 
+/// The largest picture decoded: DCI 8K (8192 × 4320) and a little more.
+const MAX_PIXELS: u64 = 8192 * 4352;
+const MAX_PIXELS_SAID: &str = "8192 × 4352 pixels (8K)";
+
 pub(crate) struct VideoDecoder {
     decoder: ff::decoder::Video,
     upright: Upright,
@@ -92,9 +96,29 @@ impl VideoDecoder {
                 ..Default::default()
             });
         }
-        let decoder = ctx
-            .decoder()
-            .video()
+        // The picture size the container states (0 × 0 where it states none, as for RTSP).
+        // SAFETY: `ctx` owns a valid AVCodecContext; this reads two of its fields.
+        let (width, height) = unsafe {
+            let p = ctx.as_ptr();
+            ((*p).width, (*p).height)
+        };
+        if i64::from(width) * i64::from(height) > MAX_PIXELS as i64 {
+            return Err(IngestError::Decode(format!(
+                "pictures of {width}×{height} are larger than the {MAX_PIXELS_SAID} the appliance decodes"
+            )));
+        }
+        // FFmpeg refuses larger pictures later in the stream too, so that one that claims an
+        // enormous size (hostile, or broken) cannot take the box's memory.
+        let decoder = ctx.decoder();
+        let codec = decoder
+            .codec()
+            .or_else(|| ff::codec::decoder::find(decoder.id()))
+            .ok_or_else(|| IngestError::Codec(format!("{:?}", decoder.id())))?;
+        let mut options = ff::Dictionary::new();
+        options.set("max_pixels", &MAX_PIXELS.to_string());
+        let decoder = decoder
+            .open_as_with(codec, options)
+            .and_then(|d| d.video())
             .map_err(|e| IngestError::Codec(e.to_string()))?;
         Ok(Self {
             decoder,

@@ -234,6 +234,75 @@ fn a_recording_stored_sideways_is_analysed_upright_as_players_show_it() {
 }
 
 #[test]
+fn a_file_of_enormous_pictures_is_refused_with_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=gray:size=8192x8192",
+        ])
+        .args(["-frames:v", "1", "-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&huge)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reading = start(&huge, 5.0, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reading.status.view().last_error.is_none() {
+        assert!(Instant::now() < deadline, "{:?}", reading.status.view());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = reading.status.view();
+    assert_eq!(v.frames_decoded, 0);
+    assert!(
+        v.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("8192×8192 are larger than"),
+        "{v:?}"
+    );
+    drop(reading);
+
+    // A raw stream that starts small and then claims the enormous size: the small pictures
+    // decode, the enormous one is refused (FFmpeg's own limit), and the file plays to its end.
+    let raw = |size: &str, frames: &str, out: &Path| {
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-f", "lavfi", "-i"])
+            .arg(format!("color=c=gray:size={size}:rate=10"))
+            .args([
+                "-frames:v",
+                frames,
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ])
+            .args(["-f", "h264"])
+            .arg(out)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::read(out).unwrap()
+    };
+    let mut stream = raw("64x64", "10", &dir.path().join("small.h264"));
+    stream.extend(raw("8192x8192", "1", &dir.path().join("huge.h264")));
+    let joined = dir.path().join("joined.h264");
+    std::fs::write(&joined, stream).unwrap();
+    let reading = start(&joined, 10.0, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reading.status.view().state != StreamState::Finished {
+        assert!(Instant::now() < deadline, "{:?}", reading.status.view());
+        let _ = reading.rx.recv_timeout(Duration::from_millis(20));
+    }
+    assert_eq!(reading.status.view().frames_decoded, 10);
+}
+
+#[test]
 fn a_truncated_file_yields_what_it_holds_and_a_garbage_file_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(clip()).unwrap();
