@@ -416,14 +416,13 @@ impl PlaneDepthwise {
             out_row.fill(bias);
             let rows = &scratch[oy * sy * sx * run..];
             // The common filter widths get a filter row's taps in one pass over the output row.
-            let taps = offsets.chunks(kw).zip(filter.chunks(kw));
-            match kw {
-                3 => taps.for_each(|(o, w)| add_taps::<3>(out_row, rows, o, w)),
-                5 => taps.for_each(|(o, w)| add_taps::<5>(out_row, rows, o, w)),
-                _ => {
-                    for (o, w) in offsets.chunks(1).zip(filter.chunks(1)) {
-                        add_taps::<1>(out_row, rows, o, w);
-                    }
+            // Plain loops, not closures: a closure is compiled on its own, without AVX2.
+            let width = if kw == 3 || kw == 5 { kw } else { 1 };
+            for (o, w) in offsets.chunks(width).zip(filter.chunks(width)) {
+                match width {
+                    3 => add_taps::<3>(out_row, rows, o, w),
+                    5 => add_taps::<5>(out_row, rows, o, w),
+                    _ => add_taps::<1>(out_row, rows, o, w),
                 }
             }
         }
