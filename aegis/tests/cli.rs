@@ -274,11 +274,23 @@ fn kill_9_while_events_are_written_loses_nothing_committed_and_check_is_clean() 
         assert_eq!(after[..ids.len()], ids[..]);
         seen = after;
     }
-    // Restart: recovery runs, the appliance works, and stops cleanly.
+    // Objects in view at the kills never got an end event.
+    let open_objects = || {
+        common::sqlite_strings(
+            &db,
+            "SELECT CAST(COUNT(*) AS TEXT) FROM (SELECT 1 FROM events WHERE kind IN ('new', 'update', 'end')
+             GROUP BY stream, track_id, started_ms HAVING SUM(kind = 'end') = 0)",
+        )[0]
+        .clone()
+    };
+    assert_ne!(open_objects(), "0");
+    // Restart: recovery runs (the objects the kills left open end), the appliance works, and
+    // stops cleanly (the objects then in view end).
     let child = run(&cfg);
     wait_healthy(port);
     stop(child);
     assert_eq!(committed_ids(&db)[..seen.len()], seen[..]);
+    assert_eq!(open_objects(), "0");
 
     // No event without its outbox row, no torn or missing snapshot, no orphan file.
     let out = aegis()

@@ -149,6 +149,23 @@ impl Appliance {
                 "snapshots interrupted by a crash: complete files kept, the rest unlinked"
             );
         }
+        // Objects a crash or a kill left without an end end where they were last seen.
+        let ends: Vec<aegis_domain::Event> = store
+            .open_objects()?
+            .into_iter()
+            .map(|last| aegis_domain::Event {
+                id: uuid::Uuid::now_v7().to_string(),
+                kind: aegis_domain::EventKind::End,
+                ..last
+            })
+            .collect();
+        if !ends.is_empty() {
+            store.commit(&ends)?;
+            info!(
+                objects = ends.len(),
+                "objects an unclean stop left open end where they were last seen"
+            );
+        }
         let (events, _) = broadcast::channel(1024);
         let (snapshots, jobs) = sync_channel(snapshot::QUEUE_JOBS);
         let appliance = Appliance {

@@ -381,6 +381,38 @@ impl Store {
         Ok(recovery)
     }
 
+    /// The latest event of each object that began among the newest events and never ended:
+    /// the objects in view when the appliance last stopped without ending them (a crash, a
+    /// kill). An object is its stream, track id and start time (track ids start over with each
+    /// run). Oldest first.
+    pub fn open_objects(&self) -> Result<Vec<Event>, StoreError> {
+        let seqs: Vec<i64> = {
+            let conn = lock(&self.reader);
+            let mut stmt = conn.prepare(
+                "SELECT MAX(seq) FROM events
+                 WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM events) - ?1
+                   AND kind IN ('new', 'update', 'end')
+                 GROUP BY stream, track_id, started_ms
+                 HAVING SUM(kind = 'new') > 0 AND SUM(kind = 'end') = 0
+                 ORDER BY 1",
+            )?;
+            let seqs = stmt
+                .query_map([RECOVERY_WINDOW], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            seqs
+        };
+        let mut open = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let q = EventQuery {
+                after: Some(seq - 1),
+                limit: 1,
+                ..EventQuery::default()
+            };
+            open.extend(self.events(&q)?.into_iter().map(|s| s.event));
+        }
+        Ok(open)
+    }
+
     pub fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let conn = lock(&self.reader);
         let (order, cmp, bound) = match (q.after, q.before) {

@@ -100,6 +100,42 @@ fn events_outbox_and_blobs_are_written_together_and_paged_by_cursor() {
 }
 
 #[test]
+fn objects_that_began_and_never_ended_are_found_by_their_latest_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let of = |kind, track: i64, started: i64, at: i64| Event {
+        kind,
+        started_at_ms: started,
+        at_ms: at,
+        ..event(track, "door", "person", None)
+    };
+    store
+        .commit(&[
+            of(EventKind::New, 1, 100, 100),
+            of(EventKind::New, 2, 100, 100),
+            of(EventKind::Update, 1, 100, 150),
+            of(EventKind::End, 2, 100, 200),
+            // Track 1 again, in a later run: another object.
+            of(EventKind::New, 1, 900, 900),
+            // A rule event is not an object's.
+            of(EventKind::Rule, 3, 950, 950),
+        ])
+        .unwrap();
+    let open = store.open_objects().unwrap();
+    let seen: Vec<_> = open
+        .iter()
+        .map(|e| (e.kind, e.track_id, e.started_at_ms, e.at_ms))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::Update, 1, 100, 150),
+            (EventKind::New, 1, 900, 900)
+        ]
+    );
+}
+
+#[test]
 fn a_duplicate_event_id_rolls_back_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
