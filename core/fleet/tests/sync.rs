@@ -195,17 +195,14 @@ async fn only_enrolled_boxes_get_in_each_only_as_itself_and_a_revoked_one_is_cut
     let seed_a = enrol(&core, d, "box-a").await;
     let a = start_box(d, "box-a", store_a.clone(), ports.hub_leaf, seed_a).await;
     let seed_b = enrol(&core, d, "box-b").await;
-    let b = start_box(
-        d,
-        "box-b",
-        Arc::new(Store::open(&d.join("b-store")).unwrap()),
-        ports.hub_leaf,
-        seed_b,
-    )
-    .await;
+    let store_b = Arc::new(Store::open(&d.join("b-store")).unwrap());
+    let b = start_box(d, "box-b", store_b.clone(), ports.hub_leaf, seed_b).await;
     let first = commit(&store_a, 5);
-    wait_for("box-a's events", Duration::from_secs(60), async || {
-        core_ids(&core, "box-a").await.len() == 5
+    // box-b's event arriving too says its leaf is up, so that what box-b is refused below is
+    // refused by the hub, not lost on the way.
+    commit(&store_b, 1);
+    wait_for("both boxes' events", Duration::from_secs(60), async || {
+        core_ids(&core, "box-a").await.len() == 5 && core_ids(&core, "box-b").await.len() == 1
     })
     .await;
 
@@ -249,10 +246,22 @@ async fn only_enrolled_boxes_get_in_each_only_as_itself_and_a_revoked_one_is_cut
             .unwrap();
     }
     let hub = jetstream::with_domain(b.client.clone(), "hub");
-    let mut own = hub
-        .get_key_value(aegis_proto::subject::desired_bucket("box-b"))
-        .await
-        .unwrap()
+    // The hub's JetStream API may answer box-b's client a moment after its events flow.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let own = loop {
+        match hub
+            .get_key_value(aegis_proto::subject::desired_bucket("box-b"))
+            .await
+        {
+            Ok(own) => break own,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "box-b cannot open its own config: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut own = own
         .watch_with_history(aegis_proto::subject::DESIRED_KEY)
         .await
         .unwrap();
