@@ -184,28 +184,57 @@ fn tracks_with(db: &Path, stream: &str, kind: &str) -> std::collections::BTreeSe
     .collect()
 }
 
+/// The clip cut or re-encoded by the `ffmpeg` CLI into `out`, with `args` around the input.
+fn ffmpeg(input_args: &[&str], input: &Path, args: &[&str], out: &Path) {
+    let done = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error"])
+        .args(input_args)
+        .arg("-i")
+        .arg(input)
+        .args(args)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(done.success());
+}
+
 #[test]
 fn every_object_ends_when_its_file_ends_and_when_the_appliance_stops() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let demo = repo.join("hil-tests/fixtures/vtest_h264.mp4");
-    let short = dir.path().join("short.mp4");
-    let cut = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-i"])
-        .arg(&demo)
-        .args(["-t", "6", "-c", "copy"])
-        .arg(&short)
-        .status()
-        .unwrap();
-    assert!(cut.success());
-    // One camera plays 6 s of the clip once, at its pace; the other loops the whole clip.
+    let (short, still, slow) = (
+        dir.path().join("short.mp4"),
+        dir.path().join("still.png"),
+        dir.path().join("slow.mp4"),
+    );
+    ffmpeg(&[], &demo, &["-t", "6", "-c", "copy"], &short);
+    // A time-lapse: one picture every 2 s, the same one three times.
+    ffmpeg(
+        &[],
+        &demo,
+        &["-vf", "select=eq(n\\,5)", "-frames:v", "1"],
+        &still,
+    );
+    ffmpeg(
+        &["-loop", "1", "-framerate", "0.5"],
+        &still,
+        &[
+            "-t", "6", "-c:v", "libx264", "-bf", "0", "-pix_fmt", "yuv420p",
+        ],
+        &slow,
+    );
+    // One camera plays 6 s of the clip once, at its pace, another the time-lapse; the third
+    // loops the whole clip. The tracker remembers a lost object for 1 s, less than the
+    // time-lapse's 2 s between pictures.
     let cfg = dir.path().join("c.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "cameras:\n  - {{name: once, url: '{}'}}\n  - {{name: plaza, url: '{}', loop: true}}\ndetector: {{model: '{}/models/ssdlite_mbv2_person.yaml'}}\ntracker: {{buffer_s: 1}}\nhttp: {{listen: '127.0.0.1:{port}'}}\n",
+            "cameras:\n  - {{name: once, url: '{}'}}\n  - {{name: slow, url: '{}'}}\n  - {{name: plaza, url: '{}', loop: true}}\ndetector: {{model: '{}/models/ssdlite_mbv2_person.yaml'}}\ntracker: {{buffer_s: 1}}\nhttp: {{listen: '127.0.0.1:{port}'}}\n",
             short.display(),
+            slow.display(),
             demo.display(),
             repo.display()
         ),
@@ -214,23 +243,34 @@ fn every_object_ends_when_its_file_ends_and_when_the_appliance_stops() {
     let db = dir.path().join("data/aegis.db");
     let child = run(&cfg);
     wait_healthy(port);
-    // The people in the short clip end once it has ended (and the tracker's second of memory
-    // has passed), not when the appliance stops.
-    let mut ended = false;
+    // The people in the short clip and the time-lapse end once their file has ended (and the
+    // tracker's second of memory has passed), not when the appliance stops.
+    let ended = |stream| {
+        let new = tracks_with(&db, stream, "new");
+        !new.is_empty() && new == tracks_with(&db, stream, "end")
+    };
     for _ in 0..200 {
-        let new = tracks_with(&db, "once", "new");
-        if !new.is_empty() && new == tracks_with(&db, "once", "end") {
-            ended = true;
+        if ended("once") && ended("slow") {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let new = tracks_with(&db, "once", "new");
-    assert!(
-        ended,
-        "new {new:?}, end {:?}",
-        tracks_with(&db, "once", "end")
+    for stream in ["once", "slow"] {
+        let (new, end) = (
+            tracks_with(&db, stream, "new"),
+            tracks_with(&db, stream, "end"),
+        );
+        assert!(ended(stream), "{stream}: new {new:?}, end {end:?}");
+    }
+    // The time-lapse's people lasted from its first picture (at 0 s) past its last (at 4 s):
+    // none ended in a gap between pictures.
+    let lasted = common::sqlite_strings(
+        &db,
+        "SELECT CAST(MIN(at_ms) - (SELECT MIN(at_ms) FROM events WHERE stream = 'slow') AS TEXT)
+         FROM events WHERE stream = 'slow' AND kind = 'end'",
     );
+    let lasted_ms: i64 = lasted[0].parse().unwrap();
+    assert!(lasted_ms >= 3_500, "the first ended after {lasted_ms} ms");
     // The looping camera still has people in view, and they end when the appliance stops.
     let open = tracks_with(&db, "plaza", "new");
     assert!(

@@ -108,6 +108,10 @@ impl StreamStatus {
         &self.name
     }
 
+    pub fn state(&self) -> StreamState {
+        self.lock().state
+    }
+
     pub fn set_state(&self, state: StreamState) {
         self.lock().state = state;
     }

@@ -22,7 +22,7 @@ use aegis_base::{Backoff, Clock, Shutdown};
 use aegis_config::{Backend, CameraConfig, Config, DetectorConfig};
 use aegis_detect::{BackendKind, DetectError, ObjectDetector, PostProcess};
 use aegis_domain::{BlobUrn, Tracker};
-use aegis_ingest::{Frame, SourceSpec, StreamIngest, StreamStatus};
+use aegis_ingest::{Frame, SourceSpec, StreamIngest, StreamState, StreamStatus};
 use aegis_store::{Limits, Store, StoreError, StoredEvent};
 use aegis_track::{ByteTracker, TrackerParams};
 use tokio::sync::broadcast;
@@ -264,7 +264,7 @@ impl Appliance {
         let t = &config.tracker;
         let max_lost_frames = (t.buffer_s * cam.detect_fps).ceil().max(1.0) as u32;
         // No frame for as long as the tracker remembers a lost object, and two frame intervals
-        // more: the objects in view have left.
+        // more, from a stream no longer online: the objects in view have left.
         let quiet = Duration::from_secs_f64(t.buffer_s.max(0.0) + 2.0 / cam.detect_fps);
         let worker = CameraWorker {
             detector,
@@ -682,7 +682,8 @@ pub struct ZoneCount {
 }
 
 impl CameraWorker {
-    /// Processes frames as they come. After `quiet` without one, every object in view ends.
+    /// Processes frames as they come. After `quiet` without one, once the stream is no longer
+    /// online (finished, offline, reconnecting), every object in view ends.
     fn run(mut self, rx: Receiver<Frame>, quiet: Duration) {
         loop {
             match rx.recv_timeout(quiet) {
@@ -695,7 +696,11 @@ impl CameraWorker {
                     }
                 }
                 // A file that ended, a camera offline or stalled: whatever was in view has left.
-                Err(RecvTimeoutError::Timeout) => self.end_all(),
+                // A stream that is only slow (a time-lapse) keeps its objects.
+                Err(RecvTimeoutError::Timeout) if self.status.state() != StreamState::Online => {
+                    self.end_all()
+                }
+                Err(RecvTimeoutError::Timeout) => {}
                 // The stream stopped (shutdown, or the camera was removed or changed).
                 Err(RecvTimeoutError::Disconnected) => return self.end_all(),
             }
