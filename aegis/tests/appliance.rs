@@ -114,22 +114,7 @@ async fn demo_clip_gives_tracked_people_with_snapshots_over_the_api() {
     let dir = tempfile::tempdir().unwrap();
     // The first 20 s of the clip as fast as possible, so the test does not wait for real time.
     let trimmed = dir.path().join("first20s.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            &clip(),
-            "-t",
-            "20",
-            "-c",
-            "copy",
-        ])
-        .arg(&trimmed)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    aegis_testkit::ffmpeg(&[], clip(), &["-t", "20", "-c", "copy"], &trimmed);
     let (file, cfg) = config(
         dir.path(),
         &format!("  - {{name: plaza, url: '{}', realtime: false, detect_fps: 5}}\n  - {{name: broken, url: '{}/missing.mp4', reconnect_initial_s: 0.1, reconnect_max_s: 0.2}}", trimmed.display(), dir.path().display()),

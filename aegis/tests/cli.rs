@@ -3,7 +3,7 @@
 
 mod common;
 
-use aegis_testkit::{fill_disk, SmallDisk};
+use aegis_testkit::{ffmpeg, fill_disk, SmallDisk};
 use common::{aegis, free_port, http, login, run, stop, wait_healthy};
 
 use std::path::{Path, PathBuf};
@@ -182,20 +182,6 @@ fn tracks_with(db: &Path, stream: &str, kind: &str) -> std::collections::BTreeSe
     )
     .into_iter()
     .collect()
-}
-
-/// The clip cut or re-encoded by the `ffmpeg` CLI into `out`, with `args` around the input.
-fn ffmpeg(input_args: &[&str], input: &Path, args: &[&str], out: &Path) {
-    let done = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error"])
-        .args(input_args)
-        .arg("-i")
-        .arg(input)
-        .args(args)
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(done.success());
 }
 
 #[test]

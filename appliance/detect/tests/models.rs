@@ -121,25 +121,17 @@ fn blank_images_give_no_detections_on_either_model() {
 fn demo_frame(w: u32, h: u32) -> Vec<u8> {
     let clip =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hil-tests/fixtures/vtest_h264.mp4");
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-i"])
-        .arg(clip)
-        .args([
-            "-vf",
-            &format!("select=eq(n\\,5),scale={w}:{h}:flags=bilinear"),
-            "-vframes",
-            "1",
-        ])
-        .args(["-pix_fmt", "rgb24", "-f", "rawvideo", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let select = format!("select=eq(n\\,5),scale={w}:{h}:flags=bilinear");
+    let rgb = aegis_testkit::ffmpeg(
+        &[],
+        clip,
+        &[
+            "-vf", &select, "-vframes", "1", "-pix_fmt", "rgb24", "-f", "rawvideo",
+        ],
+        "-",
     );
-    assert_eq!(out.stdout.len(), (w * h * 3) as usize);
-    out.stdout
+    assert_eq!(rgb.len(), (w * h * 3) as usize);
+    rgb
 }
 
 #[test]

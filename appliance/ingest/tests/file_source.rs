@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use aegis_base::{Backoff, Shutdown, SystemClock};
 use aegis_ingest::{Frame, SourceSpec, StreamIngest, StreamState, StreamStatus};
+use aegis_testkit::ffmpeg;
 
 fn clip() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hil-tests/fixtures/vtest_h264.mp4")
@@ -93,14 +94,7 @@ fn read(
 /// The clip remuxed by the `ffmpeg` CLI into `dir` with `args` (after the input).
 fn remux(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let out = dir.join(name);
-    let ok = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-i"])
-        .arg(clip())
-        .args(args)
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    ffmpeg(&[], clip(), args, &out);
     out
 }
 
@@ -196,21 +190,12 @@ fn a_recording_stored_sideways_is_analysed_upright_as_players_show_it() {
         );
         // What the `ffmpeg` CLI shows: the first picture, turned as it turns it (its luma plane
         // comes first).
-        let shown = std::process::Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-i"])
-            .arg(&path)
-            .args([
-                "-frames:v",
-                "1",
-                "-pix_fmt",
-                "yuv420p",
-                "-f",
-                "rawvideo",
-                "-",
-            ])
-            .output()
-            .unwrap()
-            .stdout;
+        let shown = ffmpeg(
+            &[],
+            &path,
+            &["-frames:v", "1", "-pix_fmt", "yuv420p", "-f", "rawvideo"],
+            "-",
+        );
         let reading = start(&path, 5.0, false);
         let frame = reading.rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let (w, h) = if rotate == "180" {
@@ -237,20 +222,13 @@ fn a_recording_stored_sideways_is_analysed_upright_as_players_show_it() {
 fn a_file_of_enormous_pictures_is_refused_with_their_size() {
     let dir = tempfile::tempdir().unwrap();
     let huge = dir.path().join("huge.mp4");
-    let made = std::process::Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=gray:size=8192x8192",
-        ])
-        .args(["-frames:v", "1", "-c:v", "libx264", "-preset", "ultrafast"])
-        .arg(&huge)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let x264 = ["-frames:v", "1", "-c:v", "libx264", "-preset", "ultrafast"];
+    ffmpeg(
+        &["-f", "lavfi"],
+        "color=c=gray:size=8192x8192",
+        &x264,
+        &huge,
+    );
     let reading = start(&huge, 5.0, false);
     let deadline = Instant::now() + Duration::from_secs(20);
     while reading.status.view().last_error.is_none() {
@@ -270,27 +248,22 @@ fn a_file_of_enormous_pictures_is_refused_with_their_size() {
 
     // A raw stream that starts small and then claims the enormous size: the small pictures
     // decode, the enormous one is refused (FFmpeg's own limit), and the file plays to its end.
-    let raw = |size: &str, frames: &str, out: &Path| {
-        let made = std::process::Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-f", "lavfi", "-i"])
-            .arg(format!("color=c=gray:size={size}:rate=10"))
-            .args([
-                "-frames:v",
-                frames,
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-            ])
-            .args(["-f", "h264"])
-            .arg(out)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        std::fs::read(out).unwrap()
+    let raw = |size: &str, frames: &str| {
+        let lavfi = format!("color=c=gray:size={size}:rate=10");
+        let args = [
+            "-frames:v",
+            frames,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-f",
+            "h264",
+        ];
+        ffmpeg(&["-f", "lavfi"], lavfi, &args, "-")
     };
-    let mut stream = raw("64x64", "10", &dir.path().join("small.h264"));
-    stream.extend(raw("8192x8192", "1", &dir.path().join("huge.h264")));
+    let mut stream = raw("64x64", "10");
+    stream.extend(raw("8192x8192", "1"));
     let joined = dir.path().join("joined.h264");
     std::fs::write(&joined, stream).unwrap();
     let reading = start(&joined, 10.0, false);

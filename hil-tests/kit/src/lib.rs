@@ -1,12 +1,14 @@
 //! Helpers the tests share for the real components they start on loopback: free ports,
 //! processes that die with the test, a mosquitto broker with a `mosquitto_sub` client, headless
-//! Chromium, and small disks to fill. A dev-dependency only.
+//! Chromium, small disks to fill, and the `ffmpeg` CLI to make test media. A dev-dependency
+//! only.
 
 mod browser;
 
 pub use browser::Browser;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,6 +75,33 @@ pub fn fill_disk(path: &Path, leave: u64) {
     let len = f.metadata().unwrap().len();
     f.set_len(len.saturating_sub(leave)).unwrap();
     f.sync_all().unwrap();
+}
+
+/// Runs the `ffmpeg` CLI (scripts/setup.sh installs it) quietly: the options `before` the
+/// input (its format, say), the input (a file, or a lavfi graph), the options `after` it, and
+/// the output, overwritten (`-` for standard output, which is returned). Fails the test if
+/// ffmpeg fails.
+pub fn ffmpeg(
+    before: &[&str],
+    input: impl AsRef<OsStr>,
+    after: &[&str],
+    output: impl AsRef<OsStr>,
+) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-nostdin", "-y"])
+        .args(before)
+        .arg("-i")
+        .arg(input)
+        .args(after)
+        .arg(output)
+        .output()
+        .expect("run ffmpeg (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// Waits until something accepts connections on `port`.
