@@ -127,8 +127,7 @@ impl EvalOp for SelectTopk {
         ensure!(k <= n, "TopK asks for {k} of an axis of {n}");
         let outer: usize = shape[..axis].iter().product();
         let inner: usize = shape[axis + 1..].iter().product();
-        let plain = input.try_as_plain_ram()?;
-        let data = plain.as_slice::<f32>()?;
+        let data = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let mut values = vec![0f32; outer * k * inner];
         let mut indices = vec![0i64; outer * k * inner];
         // A max-heap of the best k so far: its top is the worst of them, the one to beat.
@@ -469,12 +468,9 @@ impl EvalOp for PlaneDepthwise {
         );
         let mut out_shape: TVec<usize> = shape.into();
         out_shape[shape.len() - 2..].copy_from_slice(&self.output);
-        let image = image.try_as_plain_ram()?;
-        let image = image.as_slice::<f32>()?;
-        let filters = filters.try_as_plain_ram()?;
-        let filters = filters.as_slice::<f32>()?;
-        let bias = bias.try_as_plain_ram()?;
-        let bias = bias.as_slice::<f32>()?;
+        let image = image.try_as_plain_ram()?.as_slice::<f32>()?;
+        let filters = filters.try_as_plain_ram()?.as_slice::<f32>()?;
+        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
         let (plane_in, plane_out) = (h * w, self.output[0] * self.output[1]);
         let taps = self.kernel[0] * self.kernel[1];
         let mut output = Tensor::zero::<f32>(&out_shape)?;
