@@ -9,7 +9,7 @@ use aegis_base::Clock;
 use ff::codec::threading;
 use ffmpeg_next as ff;
 
-use crate::rotate::{Rotation, Upright};
+use crate::rotate::{Turn, Upright};
 use crate::{FrameSampler, IngestError, RgbConverter, StreamStatus};
 
 /// One decoded frame picked for detection.
@@ -79,7 +79,7 @@ pub(crate) struct VideoDecoder {
 
 impl VideoDecoder {
     /// `frame_threads`: FFmpeg frame threading for throughput; it delays each frame by one per
-    /// extra thread, so real-time sources decode on one thread for latency. `rotation`: how far
+    /// extra thread, so real-time sources decode on one thread for latency. `turn`: how far
     /// the stream's pictures turn to stand upright; sampled frames are delivered upright.
     pub(crate) fn new(
         mut ctx: ff::codec::context::Context,
@@ -87,7 +87,7 @@ impl VideoDecoder {
         input_size: (u32, u32),
         detect_fps: f64,
         frame_threads: bool,
-        rotation: Rotation,
+        turn: Option<Turn>,
     ) -> Result<Self, IngestError> {
         if frame_threads {
             ctx.set_threading(threading::Config {
@@ -122,7 +122,7 @@ impl VideoDecoder {
             .map_err(|e| IngestError::Codec(e.to_string()))?;
         Ok(Self {
             decoder,
-            upright: Upright::new(rotation),
+            upright: Upright::new(turn),
             converter: RgbConverter::to_size(input_size.0, input_size.1),
             sampler: FrameSampler::new(detect_fps),
             time_base,

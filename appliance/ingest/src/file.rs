@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use ffmpeg_next as ff;
 
 use crate::decode::VideoDecoder;
-use crate::rotate::Rotation;
+use crate::rotate::Turn;
 use crate::supervisor::{Session, SessionEnd};
 use crate::IngestError;
 
@@ -84,18 +84,12 @@ pub(crate) fn run(path: &Path, realtime: bool, s: &Session) -> Result<SessionEnd
     let ctx = ff::codec::context::Context::from_parameters(stream.parameters())
         .map_err(|e| IngestError::Codec(e.to_string()))?;
     // Phone recordings are stored sideways, with a display matrix saying how to turn them.
-    let rotation = stream
+    let turn = stream
         .side_data()
         .find(|d| d.kind() == ff::packet::side_data::Type::DisplayMatrix)
-        .map_or(Rotation::None, |d| Rotation::from_display_matrix(d.data()));
-    let mut decoder = VideoDecoder::new(
-        ctx,
-        time_base,
-        s.input_size,
-        s.detect_fps,
-        !realtime,
-        rotation,
-    )?;
+        .and_then(|d| Turn::from_display_matrix(d.data()));
+    let mut decoder =
+        VideoDecoder::new(ctx, time_base, s.input_size, s.detect_fps, !realtime, turn)?;
     let fps = [stream.avg_frame_rate(), stream.rate()]
         .into_iter()
         .find(|r| r.numerator() > 0 && r.denominator() > 0)

@@ -6,7 +6,6 @@ use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Tra
 use retina::codec::{CodecItem, FrameFormat};
 
 use crate::decode::VideoDecoder;
-use crate::rotate::Rotation;
 use crate::supervisor::{Session, SessionEnd};
 use crate::IngestError;
 
@@ -144,7 +143,7 @@ pub(crate) fn run(
         s.input_size,
         s.detect_fps,
         false,
-        Rotation::None,
+        None,
     )?;
     // Stalled: no video frame for `stall`, whatever else arrives (a camera whose encoder hangs
     // still sends RTCP reports).
