@@ -64,8 +64,8 @@ impl FrameSink<'_> {
 const MAX_BAD_PACKETS: u32 = 100;
 
 /// The largest picture decoded: DCI 8K (8192 × 4320) and a little more.
-const MAX_PIXELS: u64 = 8192 * 4352;
-const MAX_PIXELS_SAID: &str = "8192 × 4352 pixels (8K)";
+const MAX_PICTURE: (u64, u64) = (8192, 4352);
+const MAX_PIXELS: u64 = MAX_PICTURE.0 * MAX_PICTURE.1;
 
 pub(crate) struct VideoDecoder {
     decoder: ff::decoder::Video,
@@ -103,8 +103,9 @@ impl VideoDecoder {
             ((*p).width, (*p).height)
         };
         if i64::from(width) * i64::from(height) > MAX_PIXELS as i64 {
+            let (w, h) = MAX_PICTURE;
             return Err(IngestError::Decode(format!(
-                "pictures of {width}×{height} are larger than the {MAX_PIXELS_SAID} the appliance decodes"
+                "pictures of {width}×{height} are larger than the {w} × {h} pixels (8K) the appliance decodes"
             )));
         }
         // FFmpeg refuses larger pictures later in the stream too, so that one that claims an

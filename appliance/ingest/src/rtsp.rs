@@ -48,7 +48,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// retina's error, said plainly where the camera answered with a status the user can act on.
-fn rtsp_err(e: retina::Error, has_credentials: bool) -> IngestError {
+fn plain_error(e: retina::Error, has_credentials: bool) -> IngestError {
     let plain = match (e.status_code(), has_credentials) {
         (Some(401), true) => "the camera refused the user name or password (401 Unauthorized)",
         (Some(401), false) => {
@@ -71,7 +71,7 @@ pub(crate) fn run(
 ) -> Result<SessionEnd, IngestError> {
     let (url, creds) = split_credentials(raw_url)?;
     let has_credentials = creds.is_some();
-    let rtsp_err = |e| rtsp_err(e, has_credentials);
+    let rtsp_err = |e| plain_error(e, has_credentials);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
