@@ -263,7 +263,8 @@ pub(crate) mod tract_backend {
             .and_then(|m| m.into_typed()?.into_decluttered())
             .and_then(|mut m| {
                 swap_depthwise(&mut m)?;
-                m.into_optimized()
+                m.optimize()?;
+                Ok(m)
             })
             .and_then(|mut m| {
                 swap_slow_ops(&mut m)?;
