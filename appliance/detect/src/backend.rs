@@ -242,7 +242,7 @@ pub(crate) mod tract_backend {
     use tract_onnx::prelude::*;
 
     use super::{Backend, OutputTensor};
-    use crate::tract_ops::{swap_depthwise, swap_slow_ops};
+    use crate::tract_ops::{swap_convolutions, swap_slow_ops};
     use crate::DetectError;
 
     fn rt(e: impl std::fmt::Display) -> DetectError {
@@ -260,11 +260,10 @@ pub(crate) mod tract_backend {
         tract_onnx::onnx()
             .model_for_read(&mut &model[..])
             .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
-            .and_then(|m| m.into_typed()?.into_decluttered())
+            .and_then(|m| m.into_typed())
             .and_then(|mut m| {
-                swap_depthwise(&mut m)?;
-                m.optimize()?;
-                Ok(m)
+                swap_convolutions(&mut m)?;
+                m.into_optimized()
             })
             .and_then(|mut m| {
                 swap_slow_ops(&mut m)?;
