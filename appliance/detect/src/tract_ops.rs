@@ -496,7 +496,8 @@ impl EvalOp for PlaneDepthwise {
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
         let (plane_in, plane_out) = (h * w, self.output[0] * self.output[1]);
         let taps = self.kernel[0] * self.kernel[1];
-        let mut output = Tensor::zero::<f32>(&out_shape)?;
+        // SAFETY: every f32 is valid, and every output row is written (its bias, then taps).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         let mut out = output.try_as_plain_ram_mut()?;
         let out = out.as_slice_mut::<f32>()?;
         let work = out.len() * taps;
@@ -593,7 +594,9 @@ impl EvalOp for Pointwise {
         let image = image.try_as_plain_ram()?.as_slice::<f32>()?;
         let filters = filters.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut output = Tensor::zero::<f32>(&out_shape)?;
+        // SAFETY: every f32 is valid, and every output row is written (its bias, then the
+        // product).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         let mut out = output.try_as_plain_ram_mut()?;
         let out = out.as_slice_mut::<f32>()?;
         // Each output row starts as its bias, and the product is added to it.
