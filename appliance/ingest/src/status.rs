@@ -63,7 +63,8 @@ pub struct StreamStatusView {
     pub state: StreamState,
     pub last_error: Option<String>,
     pub last_frame_ms: Option<i64>,
-    /// Decoded frames per second over the last second or so.
+    /// Decoded frames per second over the last second or so; it falls to 0 once frames stop
+    /// coming (a finished file, a frozen camera).
     pub fps: f64,
     pub frames_decoded: u64,
     pub frames_sampled: u64,
@@ -73,6 +74,24 @@ pub struct StreamStatusView {
     pub snapshots_lost: u64,
     pub events_lost: u64,
     pub events_waiting: u64,
+}
+
+impl Inner {
+    /// The frame rate at `now`: the last whole window's, until the open window has lasted
+    /// longer than two windows or two frame intervals (a time-lapse camera's frame can be
+    /// seconds apart). Then the open window's own rate, so that a stream whose frames stop
+    /// falls towards 0 instead of keeping its last rate until the stall is found.
+    fn fps_at(&self, now: Instant) -> f64 {
+        let open = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
+        let patience = if self.fps > 0.0 { 2.0 / self.fps } else { 0.0 };
+        if open >= patience.max(2.0) {
+            self.window_frames as f64 / open
+        } else {
+            self.fps
+        }
+    }
 }
 
 impl StreamStatus {
@@ -148,7 +167,7 @@ impl StreamStatus {
             state: s.state,
             last_error: s.last_error.clone(),
             last_frame_ms: s.last_frame_ms,
-            fps: (s.fps * 10.0).round() / 10.0,
+            fps: (s.fps_at(Instant::now()) * 10.0).round() / 10.0,
             frames_decoded: self.decoded.load(Ordering::Relaxed),
             frames_sampled: self.sampled.load(Ordering::Relaxed),
             frames_dropped: self.dropped.load(Ordering::Relaxed),
@@ -158,5 +177,39 @@ impl StreamStatus {
             events_lost: self.events_lost.load(Ordering::Relaxed),
             events_waiting: self.events_waiting.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A stream whose last whole window ran at `fps`, and whose open window began `open_s`
+    /// seconds before `now` with `frames` in it so far.
+    fn inner(fps: f64, open_s: f64, frames: u64, now: Instant) -> Inner {
+        Inner {
+            state: StreamState::Online,
+            last_error: None,
+            last_frame_ms: None,
+            window_start: now - Duration::from_secs_f64(open_s),
+            window_frames: frames,
+            fps,
+        }
+    }
+
+    #[test]
+    fn the_frame_rate_falls_when_frames_stop_but_not_between_slow_frames() {
+        let now = Instant::now();
+        // Frames at 25 fps: the last window's rate, while the open one is young.
+        assert_eq!(inner(25.0, 0.5, 12, now).fps_at(now), 25.0);
+        // No frame for 5 s: 0, not the 25 fps of before.
+        assert_eq!(inner(25.0, 5.0, 0, now).fps_at(now), 0.0);
+        // Frames slowing: the open window's own rate once it is old.
+        assert_eq!(inner(25.0, 2.5, 5, now).fps_at(now), 2.0);
+        // A time-lapse camera, one frame in 3 s: 3 s without one is its usual gap.
+        assert_eq!(inner(1.0 / 3.0, 3.0, 0, now).fps_at(now), 1.0 / 3.0);
+        assert_eq!(inner(1.0 / 3.0, 8.0, 0, now).fps_at(now), 0.0);
     }
 }
