@@ -242,7 +242,7 @@ pub(crate) mod tract_backend {
     use tract_onnx::prelude::*;
 
     use super::{Backend, OutputTensor};
-    use crate::tract_ops::{swap_convolutions, swap_slow_ops};
+    use crate::tract_ops::{swap_before_declutter, swap_slow_ops};
     use crate::DetectError;
 
     fn rt(e: impl std::fmt::Display) -> DetectError {
@@ -262,7 +262,7 @@ pub(crate) mod tract_backend {
             .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
             .and_then(|m| m.into_typed())
             .and_then(|mut m| {
-                swap_convolutions(&mut m)?;
+                swap_before_declutter(&mut m)?;
                 m.into_optimized()
             })
             .and_then(|mut m| {

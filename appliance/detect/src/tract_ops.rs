@@ -1,4 +1,4 @@
-//! Faster stand-ins for four of tract's ops. Only f32 inputs are swapped; other types keep
+//! Faster stand-ins for five of tract's ops. Only f32 inputs are swapped; other types keep
 //! tract's op.
 //!
 //! - TopK: tract's sorts the whole axis to keep k of it. CenterNet's head takes the best 100 of
@@ -15,11 +15,13 @@
 //!   vectorises: about 11 ms.
 //! - 1 × 1 convolution: a matrix product per image. tract's packed products took 56 ms of
 //!   CenterNet's time on one core (packing 9 of it); the `gemm` crate's take about 30.
+//! - Max pool: the depthwise convolution's sliding window, taking the largest value: CenterNet's
+//!   one pool, 2.3 → 0.6 ms.
 //!
-//! TopK and Resize give exactly tract's answer and are swapped into the optimised plan. The
-//! convolutions add in their own order (equal to tract's within rounding), and replace tract's
-//! convolutions before tract declutters them (it would turn a 1 × 1 convolution into a matrix
-//! product of its own).
+//! TopK, Resize and the max pool give exactly tract's answer. TopK and Resize are swapped into
+//! the optimised plan. The convolutions add in their own order (equal to tract's within
+//! rounding). The convolutions and the max pool replace tract's ops before tract declutters
+//! them (it would turn a 1 × 1 convolution into a matrix product of its own).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -29,7 +31,7 @@ use tract_linalg::multithread::{current_tract_executor, par_chunks_mut, Executor
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::Topk;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
 use tract_onnx::tract_core::ops::nn::resize::{resample_axis, AxisPlan, Resize};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -54,21 +56,30 @@ pub(crate) fn swap_slow_ops(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
-/// Replaces every f32 depthwise convolution over NCHW images in the typed `model` with
-/// [`PlaneDepthwise`], and every f32 1 × 1 convolution over them with [`Pointwise`], before
-/// tract declutters and optimises it.
-pub(crate) fn swap_convolutions(model: &mut TypedModel) -> TractResult<()> {
+/// Replaces, in the typed `model` before tract declutters and optimises it, every f32
+/// depthwise convolution over NCHW images with [`PlaneDepthwise`], every f32 1 × 1 convolution
+/// over them with [`Pointwise`], and every f32 max pool over them with [`PlaneMaxPool`].
+pub(crate) fn swap_before_declutter(model: &mut TypedModel) -> TractResult<()> {
     for id in 0..model.nodes().len() {
         let node = model.node(id);
-        let Some(conv) = node.op_as::<Conv>() else {
-            continue;
-        };
         let op: Box<dyn TypedOp> = {
             let facts = model.node_facts(id)?.0;
-            if let Some(op) = PlaneDepthwise::for_conv(conv, &facts) {
-                Box::new(op)
-            } else if let Some(op) = Pointwise::for_conv(conv, &facts) {
-                Box::new(op)
+            if let Some(conv) = node.op_as::<Conv>() {
+                if let Some(op) = PlaneDepthwise::for_conv(conv, &facts) {
+                    Box::new(op)
+                } else if let Some(op) = Pointwise::for_conv(conv, &facts) {
+                    Box::new(op)
+                } else {
+                    continue;
+                }
+            } else if let Some(pool) = node.op_as::<MaxPool>() {
+                match facts
+                    .first()
+                    .and_then(|fact| PlaneMaxPool::for_pool(pool, fact))
+                {
+                    Some(op) => Box::new(op),
+                    None => continue,
+                }
             } else {
                 continue;
             }
@@ -375,12 +386,11 @@ fn plain_conv(conv: &Conv, facts: &[&TypedFact]) -> Option<([usize; 3], [usize; 
     plain.then_some(([channels, height, width], [kh, kw]))
 }
 
-/// A depthwise convolution (one k × k filter per channel, `group` = channels) over f32 images
-/// laid out channel by channel (NCHW, or CHW without the batch axis). Inputs: the images, the
-/// filters `[C, 1, kh, kw]`, the bias (one per channel, or one for all).
+/// A 2-D sliding window over each plane of f32 images laid out channel by channel (NCHW, or
+/// CHW without the batch axis): the geometry that [`PlaneDepthwise`] and [`PlaneMaxPool`] share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct PlaneDepthwise {
-    /// Per spatial axis (height, width): the input's and the output's length, the filter's,
+pub(crate) struct Window {
+    /// Per spatial axis (height, width): the input's and the output's length, the window's,
     /// the stride, the dilation and the padding before the first value.
     input: [usize; 2],
     output: [usize; 2],
@@ -390,15 +400,12 @@ pub(crate) struct PlaneDepthwise {
     pad_before: [usize; 2],
 }
 
-impl PlaneDepthwise {
-    /// The op for `conv` with inputs of `facts` (image, filters, bias), if it is a depthwise
-    /// convolution this op covers.
-    fn for_conv(conv: &Conv, facts: &[&TypedFact]) -> Option<Self> {
-        let spec = &conv.pool_spec;
-        let ([channels, height, width], [kh, kw]) = plain_conv(conv, facts)?;
-        if conv.group != channels || spec.output_channels != channels {
+impl Window {
+    /// The window `spec` slides over planes of `height × width`, if it is 2-D and has an output.
+    fn of(spec: &PoolSpec, [height, width]: [usize; 2]) -> Option<Self> {
+        let &[kh, kw] = &spec.kernel_shape[..] else {
             return None;
-        }
+        };
         let padding = spec.computed_padding(&[height, width]);
         let (strides, dilations) = (spec.strides(), spec.dilations());
         let output = [padding[0].convoluted, padding[1].convoluted];
@@ -415,10 +422,56 @@ impl PlaneDepthwise {
         })
     }
 
-    /// Where a plane goes in the scratch buffer, and where each filter tap reads there: the
-    /// same for every plane of a run. The plane is padded, and each of its rows dealt into
-    /// `sx` runs (padded column x goes to run x % sx, place x / sx), so that a filter tap reads
-    /// one contiguous stretch of a run for a whole output row.
+    /// The output's shape for an input of `shape` (its last two axes a plane).
+    fn output_shape<D: Clone + From<usize>>(&self, shape: &[D]) -> TVec<D> {
+        let mut shape: TVec<D> = shape.into();
+        let rank = shape.len();
+        shape[rank - 2] = self.output[0].into();
+        shape[rank - 1] = self.output[1].into();
+        shape
+    }
+
+    /// Slides the window over each plane of `image`, into a new tensor: `reducer(channel)`
+    /// reduces each window of that channel's planes. Planes are split across tract's executor
+    /// (all inline on one thread).
+    fn slide<R: Reduce>(
+        &self,
+        image: &Tensor,
+        reducer: impl Fn(usize) -> R + Sync,
+    ) -> TractResult<Tensor> {
+        let shape = image.shape();
+        let &[c, h, w] = &shape[shape.len().saturating_sub(3)..] else {
+            bail!("a 2-D window over a {shape:?} image");
+        };
+        ensure!(
+            [h, w] == self.input,
+            "image of {h}×{w}, planned for {:?}",
+            self.input
+        );
+        let image = image.try_as_plain_ram()?.as_slice::<f32>()?;
+        let (plane_in, plane_out) = (h * w, self.output[0] * self.output[1]);
+        // SAFETY: every f32 is valid, and every output row is written.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape(shape))? };
+        let mut out = output.try_as_plain_ram_mut()?;
+        let out = out.as_slice_mut::<f32>()?;
+        let work = out.len() * self.kernel[0] * self.kernel[1];
+        let padded = self.padded();
+        par_chunks_mut(out, plane_out, work, |first, chunk| {
+            let mut scratch = vec![R::PAD; padded.len];
+            for (i, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                let plane = first + i;
+                let image = &image[plane * plane_in..][..plane_in];
+                self.plane(image, &reducer(plane % c), out, &mut scratch, &padded);
+            }
+            Ok(())
+        })?;
+        Ok(output)
+    }
+
+    /// Where a plane goes in the scratch buffer, and where each of the window's taps reads
+    /// there: the same for every plane of a run. The plane is padded, and each of its rows
+    /// dealt into `sx` runs (padded column x goes to run x % sx, place x / sx), so that a tap
+    /// reads one contiguous stretch of a run for a whole output row.
     fn padded(&self) -> Padded {
         let w = self.input[1];
         let [oh, ow] = self.output;
@@ -441,14 +494,13 @@ impl PlaneDepthwise {
         }
     }
 
-    /// One channel: `image` is its `input` plane, `out` its `output` plane. `scratch` holds
-    /// the padded plane as `padded` lays it out; its padding is zero, and stays so since only
-    /// the image's places are written.
-    fn plane(
+    /// One plane: `image` is its `input` plane, `out` its `output` plane. `scratch` holds the
+    /// padded plane as `padded` lays it out; its padding holds `R::PAD`, and keeps it since
+    /// only the image's places are written.
+    fn plane<R: Reduce>(
         &self,
         image: &[f32],
-        filter: &[f32],
-        bias: f32,
+        reducer: &R,
         out: &mut [f32],
         scratch: &mut [f32],
         padded: &Padded,
@@ -456,32 +508,30 @@ impl PlaneDepthwise {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: this CPU has AVX2, checked just above.
-            return unsafe { self.plane_avx2(image, filter, bias, out, scratch, padded) };
+            return unsafe { self.plane_avx2(image, reducer, out, scratch, padded) };
         }
-        self.plane_portable(image, filter, bias, out, scratch, padded)
+        self.plane_portable(image, reducer, out, scratch, padded)
     }
 
     /// [`Self::plane`] vectorised with AVX2: the same code, compiled for wider registers.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn plane_avx2(
+    fn plane_avx2<R: Reduce>(
         &self,
         image: &[f32],
-        filter: &[f32],
-        bias: f32,
+        reducer: &R,
         out: &mut [f32],
         scratch: &mut [f32],
         padded: &Padded,
     ) {
-        self.plane_portable(image, filter, bias, out, scratch, padded)
+        self.plane_portable(image, reducer, out, scratch, padded)
     }
 
     #[inline(always)]
-    fn plane_portable(
+    fn plane_portable<R: Reduce>(
         &self,
         image: &[f32],
-        filter: &[f32],
-        bias: f32,
+        reducer: &R,
         out: &mut [f32],
         scratch: &mut [f32],
         padded: &Padded,
@@ -501,33 +551,33 @@ impl PlaneDepthwise {
         let sx = self.strides[1];
         for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
             let rows = &scratch[oy * sy * sx * run..];
-            // Blocks of 32 outputs, then of 8, then one by one: each block's sums stay in
-            // registers over all the filter's taps. Plain loops, not closures: a closure is
-            // compiled on its own, without AVX2.
+            // Blocks of 32 outputs, then of 8, then one by one: each block stays in registers
+            // over all the window's taps. Plain loops and trait methods, not closures: a
+            // closure is compiled on its own, without AVX2.
             let mut x = 0;
             while x + 32 <= ow {
-                add_taps::<32>(&mut out_row[x..x + 32], rows, x, offsets, filter, bias);
+                reducer.block::<32>(&mut out_row[x..x + 32], rows, x, offsets);
                 x += 32;
             }
             while x + 8 <= ow {
-                add_taps::<8>(&mut out_row[x..x + 8], rows, x, offsets, filter, bias);
+                reducer.block::<8>(&mut out_row[x..x + 8], rows, x, offsets);
                 x += 8;
             }
             while x < ow {
-                add_taps::<1>(&mut out_row[x..x + 1], rows, x, offsets, filter, bias);
+                reducer.block::<1>(&mut out_row[x..x + 1], rows, x, offsets);
                 x += 1;
             }
         }
     }
 }
 
-/// A [`PlaneDepthwise`] plane's layout in its scratch buffer (see [`PlaneDepthwise::padded`]).
+/// A [`Window`]'s plane in its scratch buffer (see [`Window::padded`]).
 struct Padded {
     /// The length of one run of a padded row.
     run: usize,
     /// The whole buffer's.
     len: usize,
-    /// Where each filter tap reads, from the start of an output row's first padded row.
+    /// Where each tap reads, from the start of an output row's first padded row.
     offsets: TVec<usize>,
 }
 
@@ -584,26 +634,77 @@ fn deal_any(
     }
 }
 
-/// `N` outputs from column `x` of an output row: `bias`, plus for each filter tap k in turn,
-/// `filter[k] * rows[offsets[k] + x + i]`. `N` is a constant so that the sums stay in
-/// registers and the compiler vectorises them.
-#[inline(always)]
-fn add_taps<const N: usize>(
-    out: &mut [f32],
-    rows: &[f32],
-    x: usize,
-    offsets: &[usize],
-    filter: &[f32],
+/// What a [`Window`] makes of the values under it.
+trait Reduce: Sync {
+    /// The padding's value.
+    const PAD: f32;
+
+    /// `N` outputs from column `x` of an output row, each from the values at
+    /// `rows[offset + x + i]` for every tap's offset. `N` is a constant so that the block
+    /// stays in registers and the compiler vectorises it.
+    fn block<const N: usize>(&self, out: &mut [f32], rows: &[f32], x: usize, offsets: &[usize]);
+}
+
+/// A depthwise convolution's reduction for one channel: its bias plus each tap's weight times
+/// its value, added in the order of the taps.
+struct Weighted<'a> {
+    filter: &'a [f32],
     bias: f32,
-) {
-    let mut sums = [bias; N];
-    for (&offset, &weight) in offsets.iter().zip(filter) {
-        let taps = &rows[offset + x..][..N];
-        for (sum, &tap) in sums.iter_mut().zip(taps) {
-            *sum += weight * tap;
+}
+
+impl Reduce for Weighted<'_> {
+    const PAD: f32 = 0.0;
+
+    #[inline(always)]
+    fn block<const N: usize>(&self, out: &mut [f32], rows: &[f32], x: usize, offsets: &[usize]) {
+        let mut sums = [self.bias; N];
+        for (&offset, &weight) in offsets.iter().zip(self.filter) {
+            let taps = &rows[offset + x..][..N];
+            for (sum, &tap) in sums.iter_mut().zip(taps) {
+                *sum += weight * tap;
+            }
         }
+        out.copy_from_slice(&sums);
     }
-    out.copy_from_slice(&sums);
+}
+
+/// A max pool's reduction: the largest value under the window (padding never wins).
+struct Largest;
+
+impl Reduce for Largest {
+    const PAD: f32 = f32::NEG_INFINITY;
+
+    #[inline(always)]
+    fn block<const N: usize>(&self, out: &mut [f32], rows: &[f32], x: usize, offsets: &[usize]) {
+        let mut largest = [f32::NEG_INFINITY; N];
+        for &offset in offsets {
+            let taps = &rows[offset + x..][..N];
+            for (m, &tap) in largest.iter_mut().zip(taps) {
+                // A compare and select, which the compiler turns into one max instruction.
+                *m = if tap > *m { tap } else { *m };
+            }
+        }
+        out.copy_from_slice(&largest);
+    }
+}
+
+/// A depthwise convolution (one k × k filter per channel, `group` = channels) over f32 images
+/// laid out channel by channel (NCHW, or CHW without the batch axis). Inputs: the images, the
+/// filters `[C, 1, kh, kw]`, the bias (one per channel, or one for all).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PlaneDepthwise(Window);
+
+impl PlaneDepthwise {
+    /// The op for `conv` with inputs of `facts` (image, filters, bias), if it is a depthwise
+    /// convolution this op covers.
+    fn for_conv(conv: &Conv, facts: &[&TypedFact]) -> Option<Self> {
+        let ([channels, height, width], _) = plain_conv(conv, facts)?;
+        let depthwise = conv.group == channels && conv.pool_spec.output_channels == channels;
+        depthwise
+            .then(|| Window::of(&conv.pool_spec, [height, width]))
+            .flatten()
+            .map(Self)
+    }
 }
 
 impl Op for PlaneDepthwise {
@@ -619,44 +720,12 @@ impl EvalOp for PlaneDepthwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (image, filters, bias) = args_3!(inputs);
-        let shape = image.shape();
-        let &[c, h, w] = &shape[shape.len().saturating_sub(3)..] else {
-            bail!("depthwise convolution of a {shape:?} image");
-        };
-        ensure!(
-            [h, w] == self.input,
-            "image of {h}×{w}, planned for {:?}",
-            self.input
-        );
-        let mut out_shape: TVec<usize> = shape.into();
-        out_shape[shape.len() - 2..].copy_from_slice(&self.output);
-        let image = image.try_as_plain_ram()?.as_slice::<f32>()?;
         let filters = filters.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        let (plane_in, plane_out) = (h * w, self.output[0] * self.output[1]);
-        let taps = self.kernel[0] * self.kernel[1];
-        // SAFETY: every f32 is valid, and every output row is written (its bias, then taps).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        let mut out = output.try_as_plain_ram_mut()?;
-        let out = out.as_slice_mut::<f32>()?;
-        let work = out.len() * taps;
-        // Planes split across tract's executor (all inline on one thread).
-        let padded = self.padded();
-        par_chunks_mut(out, plane_out, work, |first, chunk| {
-            let mut scratch = vec![0.0; padded.len];
-            for (i, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
-                let plane = first + i;
-                let channel = plane % c;
-                self.plane(
-                    &image[plane * plane_in..][..plane_in],
-                    &filters[channel * taps..][..taps],
-                    bias[channel % bias.len()],
-                    out,
-                    &mut scratch,
-                    &padded,
-                );
-            }
-            Ok(())
+        let taps = self.0.kernel[0] * self.0.kernel[1];
+        let output = self.0.slide(&image, |channel| Weighted {
+            filter: &filters[channel * taps..][..taps],
+            bias: bias[channel % bias.len()],
         })?;
         Ok(tvec!(output.into_tvalue()))
     }
@@ -664,11 +733,58 @@ impl EvalOp for PlaneDepthwise {
 
 impl TypedOp for PlaneDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let mut shape: TVec<TDim> = inputs[0].shape.iter().cloned().collect();
-        let rank = shape.len();
-        shape[rank - 2] = self.output[0].into();
-        shape[rank - 1] = self.output[1].into();
-        Ok(tvec!(f32::fact(shape)))
+        Ok(tvec!(f32::fact(self.0.output_shape(&inputs[0].shape))))
+    }
+
+    as_op!();
+}
+
+/// A max pool over f32 images laid out channel by channel (NCHW, or CHW without the batch
+/// axis), without the indices output. tract's took 2.3 ms for CenterNet's one 3 × 3 pool over
+/// its 80 × 128 × 128 heat map; this, 0.6.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PlaneMaxPool(Window);
+
+impl PlaneMaxPool {
+    /// The op for `pool` with an input of `fact`, if it is a pool this op covers.
+    fn for_pool(pool: &MaxPool, fact: &TypedFact) -> Option<Self> {
+        let spec = &pool.pool_spec;
+        let shape = fact.shape.as_concrete()?;
+        let (&[_, height, width], DataFormat::NCHW | DataFormat::CHW) =
+            (&shape[shape.len().saturating_sub(3)..], spec.data_format)
+        else {
+            return None;
+        };
+        let plain = pool.with_index_outputs.is_none()
+            && fact.datum_type == f32::datum_type()
+            && shape.len() == 3 + usize::from(spec.data_format.has_n());
+        plain
+            .then(|| Window::of(spec, [height, width]))
+            .flatten()
+            .map(Self)
+    }
+}
+
+impl Op for PlaneMaxPool {
+    fn name(&self) -> StaticName {
+        "PlaneMaxPool".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for PlaneMaxPool {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let image = args_1!(inputs);
+        Ok(tvec!(self.0.slide(&image, |_| Largest)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for PlaneMaxPool {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(self.0.output_shape(&inputs[0].shape))))
     }
 
     as_op!();
@@ -918,7 +1034,7 @@ mod tests {
         let input = Tensor::from_shape(&shape, &noise(shape.iter().product(), 3)).unwrap();
         let theirs = run_model(model.clone().into_optimized().unwrap(), &input);
         let mut ours = model;
-        swap_convolutions(&mut ours).unwrap();
+        swap_before_declutter(&mut ours).unwrap();
         assert!(
             ours.nodes().iter().any(|n| n.op_is::<O>()),
             "not swapped: {case}"
@@ -1047,9 +1163,89 @@ mod tests {
             grouped,
         ] {
             let mut swapped = model.clone();
-            swap_convolutions(&mut swapped).unwrap();
+            swap_before_declutter(&mut swapped).unwrap();
             let ops: Vec<_> = swapped.nodes().iter().map(|n| n.op().name()).collect();
             assert!(ops.iter().any(|op| op == "Conv"), "{ops:?}");
+        }
+    }
+
+    #[test]
+    fn pools_as_tract_does_with_strides_dilations_and_padding() {
+        // (batch, channels, height × width, kernel, strides, dilations, padding)
+        type Case = (
+            usize,
+            usize,
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            PaddingSpec,
+        );
+        let explicit = |before: [usize; 2], after: [usize; 2]| {
+            PaddingSpec::Explicit(before.into_iter().collect(), after.into_iter().collect())
+        };
+        let cases: [Case; 6] = [
+            // CenterNet's: the peaks of its heat map.
+            (
+                1,
+                80,
+                [16, 40],
+                [3, 3],
+                [1, 1],
+                [1, 1],
+                PaddingSpec::SameUpper,
+            ),
+            (1, 3, [9, 11], [2, 2], [2, 2], [1, 1], PaddingSpec::Valid),
+            (
+                2,
+                2,
+                [13, 37],
+                [3, 3],
+                [2, 2],
+                [1, 1],
+                explicit([1, 0], [1, 1]),
+            ),
+            (
+                1,
+                4,
+                [10, 21],
+                [3, 2],
+                [1, 3],
+                [2, 1],
+                explicit([2, 1], [0, 2]),
+            ),
+            (
+                1,
+                2,
+                [7, 45],
+                [5, 5],
+                [1, 1],
+                [1, 1],
+                PaddingSpec::SameLower,
+            ),
+            (1, 1, [4, 5], [1, 1], [1, 1], [1, 1], PaddingSpec::Valid),
+        ];
+        for (batch, c, hw, kernel, strides, dilations, padding) in cases {
+            let case = format!("{hw:?} {kernel:?} {strides:?} {dilations:?} {padding:?}");
+            let pool = MaxPool {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: kernel.into_iter().collect(),
+                    padding,
+                    dilations: Some(dilations.into_iter().collect()),
+                    strides: Some(strides.into_iter().collect()),
+                    input_channels: c,
+                    output_channels: c,
+                },
+                with_index_outputs: None,
+            };
+            let mut model = TypedModel::default();
+            let image = model
+                .add_source("image", f32::fact([batch, c, hw[0], hw[1]]))
+                .unwrap();
+            let out = model.wire_node("pool", pool, &[image]).unwrap();
+            model.select_output_outlets(&out).unwrap();
+            compare_with_tract::<PlaneMaxPool>(model, &case);
         }
     }
 
