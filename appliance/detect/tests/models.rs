@@ -187,7 +187,8 @@ fn the_tract_profile_says_where_a_run_goes() {
     );
     assert!(ops.iter().map(|(_, ms)| ms).sum::<f64>() > 1.0, "{ops:?}");
 
-    // CenterNet runs on our TopK, Resize, convolutions and max pool, not tract's slower ones.
+    // CenterNet runs on our TopK, Resize, convolutions, max pool and axis moves, not tract's
+    // slower ones.
     let ops =
         aegis_detect::tract_profile(&models().join("centernet_mbv3_coco80.yaml"), 1, 1).unwrap();
     let names: Vec<&str> = ops.iter().map(|(op, _)| op.as_str()).collect();
@@ -197,6 +198,7 @@ fn the_tract_profile_says_where_a_run_goes() {
         ("PlaneDepthwise", "DepthWiseConv"),
         ("Pointwise", "OptMatMul"),
         ("PlaneMaxPool", "OptMaxPool"),
+        ("TiledMoveAxis", "MoveAxis"),
     ];
     for (ours, theirs) in pairs {
         assert!(
