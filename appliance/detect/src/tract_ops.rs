@@ -3,7 +3,8 @@
 //!
 //! - TopK: tract's sorts the whole axis to keep k of it. CenterNet's head takes the best 100 of
 //!   128 × 128 × 80 scores, and that sort was a quarter of the model's time (56 of 215 ms on one
-//!   core here). Keeping the best k in a heap while reading the axis once takes about 3 ms.
+//!   core here). Keeping the best k in a heap while reading the axis once takes about 3 ms;
+//!   passing over blocks of values none of which beats the worst kept, 0.4 ms.
 //! - Resize: tract resamples one axis at a time, and along the last axis (one value per output,
 //!   no run of neighbours to work on together) its per-value overhead dominates: CenterNet's
 //!   three upsamplings took 17 ms. The last two axes get plain loops over tract's own resampling
@@ -165,6 +166,49 @@ impl Op for SelectTopk {
     op_as_typed_op!();
 }
 
+impl SelectTopk {
+    /// Leaves the best `k` of `values` in `best`. Blocks of 16 values none of which beats the
+    /// worst of a full `best` are passed over with one comparison each, which the compiler
+    /// vectorises: most of CenterNet's 1.3 M scores are zeros.
+    fn keep_best(&self, values: &[f32], k: usize, best: &mut BinaryHeap<Candidate>) {
+        let largest = self.0.largest;
+        // The order of `f32::total_cmp` as integers, the best greatest.
+        let key = |value: f32| {
+            let bits = value.to_bits() as i32;
+            let key = bits ^ (((bits >> 31) as u32) >> 1) as i32;
+            if largest {
+                key
+            } else {
+                !key
+            }
+        };
+        const BLOCK: usize = 16;
+        for (b, block) in values.chunks(BLOCK).enumerate() {
+            if let Some(worst) = best.peek().filter(|_| best.len() == k) {
+                // An equal value comes later on the axis, so it ranks below the worst too.
+                let bar = key(worst.value);
+                if !block.iter().fold(false, |beats, &v| beats | (key(v) > bar)) {
+                    continue;
+                }
+            }
+            for (j, &value) in block.iter().enumerate() {
+                let c = Candidate {
+                    value,
+                    index: b * BLOCK + j,
+                    largest,
+                };
+                if best.len() < k {
+                    best.push(c);
+                } else if let Some(mut worst) = best.peek_mut() {
+                    if c < *worst {
+                        *worst = c;
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl EvalOp for SelectTopk {
     op_out_of_plan!();
 
@@ -182,22 +226,17 @@ impl EvalOp for SelectTopk {
         let mut indices = vec![0i64; outer * k * inner];
         // A max-heap of the best k so far: its top is the worst of them, the one to beat.
         let mut best = BinaryHeap::with_capacity(k);
+        let mut axis_values = Vec::new();
         for o in 0..outer {
             for i in 0..inner {
-                for index in 0..n {
-                    let c = Candidate {
-                        value: data[(o * n + index) * inner + i],
-                        index,
-                        largest: self.0.largest,
-                    };
-                    if best.len() < k {
-                        best.push(c);
-                    } else if let Some(mut worst) = best.peek_mut() {
-                        if c < *worst {
-                            *worst = c;
-                        }
-                    }
-                }
+                let on_axis = if inner == 1 {
+                    &data[o * n..][..n]
+                } else {
+                    axis_values.clear();
+                    axis_values.extend((0..n).map(|index| data[(o * n + index) * inner + i]));
+                    &axis_values[..]
+                };
+                self.keep_best(on_axis, k, &mut best);
                 let ranked = std::mem::take(&mut best).into_sorted_vec();
                 for (rank, c) in ranked.iter().enumerate() {
                     values[(o * k + rank) * inner + i] = c.value;
@@ -1084,8 +1123,11 @@ mod tests {
 
     #[test]
     fn answers_as_tract_does_ties_and_all() {
-        // Few distinct values, so most of the axis ties; three axes, so the axis is strided.
-        let data: Vec<f32> = (0..4 * 50 * 3).map(|i| ((i * 37) % 11) as f32).collect();
+        // Few distinct values, so most of the axis ties, below and above zero; three axes, so
+        // the axis is strided but for the last.
+        let data: Vec<f32> = (0..4 * 50 * 3)
+            .map(|i| ((i * 37) % 11) as f32 - 4.5)
+            .collect();
         let input = Tensor::from_shape(&[4, 50, 3], &data).unwrap();
         for largest in [true, false] {
             for axis in 0..3 {
