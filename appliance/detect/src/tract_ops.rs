@@ -1105,6 +1105,7 @@ impl TypedOp for Pointwise {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_linalg::multithread::multithread_tract_scope;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 
     /// Runs one TopK node, tract's own or ours, on `input`.
@@ -1319,18 +1320,26 @@ mod tests {
     #[test]
     fn multiplies_as_tract_does_for_any_channels_and_size() {
         // (images, channels in, channels out, height × width): sizes of CenterNet's layers,
-        // a squeeze-and-excite block's one pixel, a batch of two, and sizes of no round number.
+        // a squeeze-and-excite block's one pixel, a batch of two, sizes of no round number, and
+        // images of several column blocks, the last one short.
         let cases = [
             (1, 128, 80, [16, 16]),
             (1, 16, 64, [32, 32]),
             (1, 720, 120, [1, 1]),
             (2, 5, 3, [7, 9]),
             (1, 3, 33, [13, 17]),
+            (1, 24, 72, [40, 41]),
+            (2, 8, 300, [20, 30]),
         ];
-        for (batch, c_in, c_out, hw) in cases {
-            let model = conv_model(batch, 1, hw, pointwise_spec(c_in, c_out));
-            let case = format!("{batch} × {c_in} → {c_out} of {hw:?}");
-            compare_with_tract::<Pointwise>(model, &case);
+        // On one thread, and on two sharing the blocks.
+        for executor in [Executor::SingleThread, Executor::multithread(2)] {
+            multithread_tract_scope(executor, || {
+                for (batch, c_in, c_out, hw) in cases {
+                    let model = conv_model(batch, 1, hw, pointwise_spec(c_in, c_out));
+                    let case = format!("{batch} × {c_in} → {c_out} of {hw:?}");
+                    compare_with_tract::<Pointwise>(model, &case);
+                }
+            });
         }
     }
 
