@@ -340,7 +340,7 @@ impl EvalOp for RowResize {
             vertical.as_ref(),
             horizontal.as_ref(),
             out.as_slice_mut::<f32>()?,
-        );
+        )?;
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -355,40 +355,59 @@ fn resample_planes(
     vertical: Option<&AxisPlan>,
     horizontal: Option<&AxisPlan>,
     output: &mut [f32],
-) {
+) -> TractResult<()> {
     let oh = vertical.map_or(h, |p| p.extrapolated.len());
     let ow = horizontal.map_or(w, |p| p.extrapolated.len());
     if h * w == 0 || oh * ow == 0 {
-        return;
+        return Ok(());
     }
-    let mut between = vec![0f32; w];
-    for (src, dst) in input
-        .chunks_exact(h * w)
-        .zip(output.chunks_exact_mut(oh * ow))
-    {
-        for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
-            let row = match vertical {
-                None => &src[oy * w..][..w],
-                Some(plan) => {
-                    between.fill(0.0);
-                    if !plan.extrapolated[oy] {
-                        let taps = &plan.indices[oy * plan.window..][..plan.window];
-                        let weights = &plan.weights[oy * plan.window..][..plan.window];
-                        for (&i, &weight) in taps.iter().zip(weights) {
-                            if weight != 0.0 {
-                                for (b, &s) in between.iter_mut().zip(&src[i * w..][..w]) {
-                                    *b += weight * s;
-                                }
+    // Planes split across tract's executor (all inline on one thread).
+    let work = output.len();
+    par_chunks_mut(output, oh * ow, work, |first, planes| {
+        let mut between = vec![0f32; w];
+        let input = &input[first * h * w..];
+        for (src, dst) in input
+            .chunks_exact(h * w)
+            .zip(planes.chunks_exact_mut(oh * ow))
+        {
+            resample_plane(src, w, vertical, horizontal, dst, &mut between);
+        }
+        Ok(())
+    })
+}
+
+/// One plane of [`resample_planes`], rows of `w`; `between` holds one.
+fn resample_plane(
+    src: &[f32],
+    w: usize,
+    vertical: Option<&AxisPlan>,
+    horizontal: Option<&AxisPlan>,
+    dst: &mut [f32],
+    between: &mut [f32],
+) {
+    let ow = horizontal.map_or(w, |p| p.extrapolated.len());
+    for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
+        let row = match vertical {
+            None => &src[oy * w..][..w],
+            Some(plan) => {
+                between.fill(0.0);
+                if !plan.extrapolated[oy] {
+                    let taps = &plan.indices[oy * plan.window..][..plan.window];
+                    let weights = &plan.weights[oy * plan.window..][..plan.window];
+                    for (&i, &weight) in taps.iter().zip(weights) {
+                        if weight != 0.0 {
+                            for (b, &s) in between.iter_mut().zip(&src[i * w..][..w]) {
+                                *b += weight * s;
                             }
                         }
                     }
-                    &between[..]
                 }
-            };
-            match horizontal {
-                None => out_row.copy_from_slice(row),
-                Some(plan) => resample_row(row, plan, out_row),
+                &between[..]
             }
+        };
+        match horizontal {
+            None => out_row.copy_from_slice(row),
+            Some(plan) => resample_row(row, plan, out_row),
         }
     }
 }
@@ -502,20 +521,24 @@ impl EvalOp for TiledMoveAxis {
         let block = p * q * inner;
         if block > 0 {
             for (src, dst) in src.chunks_exact(block).zip(dst.chunks_exact_mut(block)) {
-                transpose(src, dst, [p, q], inner);
+                // Rows of the output split across tract's executor (all inline on one thread).
+                par_chunks_mut(dst, p * inner, block, |first, rows| {
+                    transpose(src, rows, first, [p, q], inner);
+                    Ok(())
+                })?;
             }
         }
         Ok(tvec!(output.into_tvalue()))
     }
 }
 
-/// Copies `src`, a `p × q` matrix of runs of `inner` values, into `dst` as its `q × p`
-/// transpose.
-fn transpose(src: &[f32], dst: &mut [f32], [p, q]: [usize; 2], inner: usize) {
+/// Copies into `dst` its rows of the `q × p` transpose of `src`, a `p × q` matrix of runs of
+/// `inner` values: rows `first`, `first + 1`, and on.
+fn transpose(src: &[f32], dst: &mut [f32], first: usize, [p, q]: [usize; 2], inner: usize) {
     if inner > 1 {
-        for (i, runs) in src.chunks_exact(q * inner).enumerate() {
-            for (j, run) in runs.chunks_exact(inner).enumerate() {
-                dst[(j * p + i) * inner..][..inner].copy_from_slice(run);
+        for (j, row) in (first..).zip(dst.chunks_exact_mut(p * inner)) {
+            for (i, run) in row.chunks_exact_mut(inner).enumerate() {
+                run.copy_from_slice(&src[(i * q + j) * inner..][..inner]);
             }
         }
         return;
@@ -524,28 +547,40 @@ fn transpose(src: &[f32], dst: &mut [f32], [p, q]: [usize; 2], inner: usize) {
     // 16 runs of dst. Moving values straight between the two, a tile's 16 runs of dst lie a
     // power of two apart for CenterNet's heat map, compete for the same cache lines, and took
     // five times as long.
-    const T: usize = 16;
-    let mut tile = [[0f32; T]; T];
-    for i0 in (0..p).step_by(T) {
-        for j0 in (0..q).step_by(T) {
-            let (ti, tj) = (T.min(p - i0), T.min(q - j0));
-            if (ti, tj) != (T, T) {
-                for i in i0..i0 + ti {
-                    for j in j0..j0 + tj {
-                        dst[j * p + i] = src[i * q + j];
-                    }
-                }
-                continue;
-            }
-            for (a, run) in src[i0 * q + j0..].chunks(q).take(T).enumerate() {
-                for (b, &v) in run[..T].iter().enumerate() {
-                    tile[b][a] = v;
-                }
-            }
-            for (b, row) in tile.iter().enumerate() {
-                dst[(j0 + b) * p + i0..][..T].copy_from_slice(row);
+    let mut tile = [[0f32; TILE]; TILE];
+    let rows = dst.len() / p;
+    for i0 in (0..p).step_by(TILE) {
+        let ti = TILE.min(p - i0);
+        for j0 in (0..rows).step_by(TILE) {
+            let (src, dst) = (&src[i0 * q + first + j0..], &mut dst[j0 * p + i0..]);
+            match (ti, TILE.min(rows - j0)) {
+                (TILE, TILE) => through_tile(src, q, dst, p, &mut tile, [TILE, TILE]),
+                sizes => through_tile(src, q, dst, p, &mut tile, sizes.into()),
             }
         }
+    }
+}
+
+const TILE: usize = 16;
+
+/// Copies the `ti × tj` corner of `src` (rows `q` apart) into `dst` (rows `p` apart),
+/// transposed, through `tile`. Called with constant sizes, the compiler unrolls it.
+#[inline(always)]
+fn through_tile(
+    src: &[f32],
+    q: usize,
+    dst: &mut [f32],
+    p: usize,
+    tile: &mut [[f32; TILE]; TILE],
+    [ti, tj]: [usize; 2],
+) {
+    for (a, run) in src.chunks(q).take(ti).enumerate() {
+        for (b, &v) in run[..tj].iter().enumerate() {
+            tile[b][a] = v;
+        }
+    }
+    for (b, values) in tile[..tj].iter().enumerate() {
+        dst[b * p..][..ti].copy_from_slice(&values[..ti]);
     }
 }
 
@@ -1667,21 +1702,28 @@ mod tests {
             .map(|i| i as f32)
             .collect();
         let input = Tensor::from_shape(&shape, &data).unwrap();
-        // CenterNet's: an NHWC input to NCHW, and a heat map's channels last.
-        let nhwc = Tensor::from_shape(&[1, 40, 33, 3], &noise(40 * 33 * 3, 4)).unwrap();
-        let nchw = Tensor::from_shape(&[1, 80, 20, 19], &noise(80 * 20 * 19, 5)).unwrap();
-        let cases = (0..4)
+        // CenterNet's: an NHWC input to NCHW, and a heat map's channels last; large enough to
+        // be shared by two threads.
+        let nhwc = Tensor::from_shape(&[1, 100, 121, 3], &noise(100 * 121 * 3, 4)).unwrap();
+        let nchw = Tensor::from_shape(&[1, 80, 24, 25], &noise(80 * 24 * 25, 5)).unwrap();
+        let cases: Vec<_> = (0..4)
             .flat_map(|from| (0..4).map(move |to| (from, to)))
             .map(|(from, to)| (input.clone(), from, to))
-            .chain([(nhwc, 3, 1), (nchw, 1, 3)]);
-        for (input, from, to) in cases {
-            let theirs = AxisOp::Move(from, to)
-                .eval_out_of_plan(tvec!(input.clone().into_tvalue()))
-                .unwrap();
-            let ours = TiledMoveAxis { from, to }
-                .eval_out_of_plan(tvec!(input.clone().into_tvalue()))
-                .unwrap();
-            assert_eq!(ours, theirs, "{:?} {from} → {to}", input.shape());
+            .chain([(nhwc, 3, 1), (nchw, 1, 3)])
+            .collect();
+        for executor in [Executor::SingleThread, Executor::multithread(2)] {
+            multithread_tract_scope(executor, || {
+                for (input, from, to) in &cases {
+                    let (from, to) = (*from, *to);
+                    let theirs = AxisOp::Move(from, to)
+                        .eval_out_of_plan(tvec!(input.clone().into_tvalue()))
+                        .unwrap();
+                    let ours = TiledMoveAxis { from, to }
+                        .eval_out_of_plan(tvec!(input.clone().into_tvalue()))
+                        .unwrap();
+                    assert_eq!(ours, theirs, "{:?} {from} → {to}", input.shape());
+                }
+            });
         }
     }
 
