@@ -63,10 +63,11 @@ bench_detector() {
     for round in 1 2 3; do
       for pair in ort:2 tract:2 tract:1; do
         backend=${pair%:*} threads=${pair#*:}
-        ref=$("$VENV/bin/python" scripts/ort_reference.py --model "models/$model.yaml" \
-          --rgb "$WORK/$model.rgb" --threads "$threads")
-        # tract on one thread also says where its time goes, by kind of operation (round 1).
+        # tract on one thread, and its reference, also say where their time goes, by kind of
+        # operation (round 1), each in runs of its own after the timed ones.
         profile=(); [ "$pair.$round" = tract:1.1 ] && profile=(--profile)
+        ref=$("$VENV/bin/python" scripts/ort_reference.py --model "models/$model.yaml" \
+          --rgb "$WORK/$model.rgb" --threads "$threads" "${profile[@]}")
         ours=$("$AEGIS" bench detector --model "models/$model.yaml" --backend "$backend" \
           --threads "$threads" --rgb "$WORK/$model.rgb" "${profile[@]}" | tr -d '\n')
         echo "{\"round\": $round, \"model\": \"$model\", \"backend\": \"$backend\", \"reference\": $ref, \"ours\": $ours}"

@@ -1,12 +1,15 @@
 """The detector latency reference: onnxruntime's own Python API running a shipped model on the
 same image, with the same preprocessing and intra-op thread count as `aegis bench detector`.
 Times `session.run` alone (ours also includes preprocessing, output decoding and NMS).
-Prints a JSON report."""
+Prints a JSON report; with --profile, also where a run's time goes (onnxruntime's own profiler,
+summed by kind of node, with convolutions split into 1 × 1, depthwise and others)."""
 
 import argparse
+import collections
 import json
 import os
 import re
+import tempfile
 import time
 
 import numpy as np
@@ -24,6 +27,7 @@ def main():
     ap.add_argument("--rgb", required=True, help="packed RGB24 at the model's input size")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--profile", action="store_true", help="also ms per run by kind of node")
     args = ap.parse_args()
     text = open(args.model).read()
     w, h = int(manifest_field(text, "width")), int(manifest_field(text, "height"))
@@ -46,8 +50,34 @@ def main():
         times.append((time.perf_counter() - t) * 1e3)
     times.sort()
     at = lambda q: round(times[round((len(times) - 1) * q)], 2)
-    print(json.dumps({"onnxruntime": ort.__version__, "threads": args.threads, "runs": args.runs,
-                      "latency_ms": {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": times[-1]}}))
+    report = {"onnxruntime": ort.__version__, "threads": args.threads, "runs": args.runs,
+              "latency_ms": {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": times[-1]}}
+    if args.profile:
+        report["profile_ms_per_run"] = profile(onnx, opts, feed, args.runs)
+    print(json.dumps(report))
+
+
+def profile(onnx, opts, feed, runs):
+    """Mean ms per run of each kind of node, by onnxruntime's own profiler, in `runs` more runs
+    (not the timed ones, which it would slow)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "ort")
+        session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.load(open(session.end_profiling()))
+    ms = collections.Counter()
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        kind = event["args"]["op_name"]
+        if kind == "Conv":
+            # The filter's shape: [out, in / group, kh, kw].
+            _, per_group, kh, kw = next(iter(event["args"]["input_type_shape"][1].values()))
+            kind = "Conv 1x1" if kh == kw == 1 else "Conv depthwise" if per_group == 1 else "Conv"
+        ms[kind] += event["dur"] / 1e3 / runs
+    return [{"op": op, "ms": round(t, 2)} for op, t in ms.most_common()]
 
 
 if __name__ == "__main__":
