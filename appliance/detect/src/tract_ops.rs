@@ -958,7 +958,6 @@ impl Window {
         padded: &Padded,
     ) {
         let w = self.input[1];
-        let ow = self.output[1];
         let sy = self.strides[0];
         let [pt, pl] = self.pad_before;
         let Padded {
@@ -969,34 +968,58 @@ impl Window {
             2 => deal::<2>(image, w, scratch, run, pt, pl),
             sx => deal_any(image, w, scratch, run, sx, pt, pl),
         }
-        let sx = self.strides[1];
-        for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
-            let rows = &scratch[oy * sy * sx * run..];
-            // Blocks of 32 outputs, then of 8, then one by one (short rows): each block stays in
-            // registers over all the window's taps. Plain loops and trait methods, not closures: a
-            // closure is compiled on its own, without AVX2.
-            let mut x = 0;
-            while x + 32 <= ow {
-                reducer.block::<32>(&mut out_row[x..x + 32], rows, x, offsets);
-                x += 32;
-            }
-            while x + 8 <= ow {
-                reducer.block::<8>(&mut out_row[x..x + 8], rows, x, offsets);
-                x += 8;
-            }
-            if x < ow && ow >= 8 {
-                // The last 8, some of them again (the same values): MobileNets' rows of 75,
-                // 38, 19 and 10 spent a sixth of their time on outputs one at a time.
-                x = ow - 8;
-                reducer.block::<8>(&mut out_row[x..], rows, x, offsets);
-                x = ow;
-            }
-            while x < ow {
-                reducer.block::<1>(&mut out_row[x..x + 1], rows, x, offsets);
-                x += 1;
+        let [oh, ow] = self.output;
+        let step = sy * self.strides[1] * run;
+        let mut oy = 0;
+        // Rows shorter than a block of 32 four at a time: a block of 8 is one register, whose
+        // sums wait for the ones before them at every tap; four rows' blocks are four under way.
+        if ow < 32 {
+            while oy + 4 <= oh {
+                let (out, rows) = (&mut out[oy * ow..], &scratch[oy * step..]);
+                row_blocks::<R, 4>(reducer, out, ow, rows, step, offsets);
+                oy += 4;
             }
         }
+        while oy < oh {
+            let (out, rows) = (&mut out[oy * ow..], &scratch[oy * step..]);
+            row_blocks::<R, 1>(reducer, out, ow, rows, step, offsets);
+            oy += 1;
+        }
         reducer.finish(out);
+    }
+}
+
+/// `ROWS` output rows of `ow` (`out`, one after the other) from padded rows `step` apart
+/// (`rows`): blocks of 32 outputs, then of 8, then one by one (short rows). Each block stays in
+/// registers over all the window's taps. Plain loops and trait methods, not closures: a
+/// closure is compiled on its own, without AVX2.
+#[inline(always)]
+fn row_blocks<R: Reduce, const ROWS: usize>(
+    reducer: &R,
+    out: &mut [f32],
+    ow: usize,
+    rows: &[f32],
+    step: usize,
+    offsets: &[usize],
+) {
+    let mut x = 0;
+    while x + 32 <= ow {
+        reducer.block::<ROWS, 32>(out, ow, rows, step, x, offsets);
+        x += 32;
+    }
+    while x + 8 <= ow {
+        reducer.block::<ROWS, 8>(out, ow, rows, step, x, offsets);
+        x += 8;
+    }
+    if x < ow && ow >= 8 {
+        // The last 8, some of them again (the same values): MobileNets' rows of 75, 38, 19
+        // and 10 spent a sixth of their time on outputs one at a time.
+        reducer.block::<ROWS, 8>(out, ow, rows, step, ow - 8, offsets);
+        x = ow;
+    }
+    while x < ow {
+        reducer.block::<ROWS, 1>(out, ow, rows, step, x, offsets);
+        x += 1;
     }
 }
 
@@ -1068,10 +1091,19 @@ trait Reduce: Sync {
     /// The padding's value.
     const PAD: f32;
 
-    /// `N` outputs from column `x` of an output row, each from the values at
-    /// `rows[offset + x + i]` for every tap's offset. `N` is a constant so that the block
-    /// stays in registers and the compiler vectorises it.
-    fn block<const N: usize>(&self, out: &mut [f32], rows: &[f32], x: usize, offsets: &[usize]);
+    /// `N` outputs from column `x` of each of `ROWS` output rows (row r's output i at
+    /// `out[r · ow + x + i]`), each from the values at `rows[r · step + offset + x + i]` for
+    /// every tap's offset. `ROWS` and `N` are constants so that the block stays in registers
+    /// and the compiler vectorises it.
+    fn block<const ROWS: usize, const N: usize>(
+        &self,
+        out: &mut [f32],
+        ow: usize,
+        rows: &[f32],
+        step: usize,
+        x: usize,
+        offsets: &[usize],
+    );
 
     /// Finishes a plane of outputs, while it is in cache.
     #[inline(always)]
@@ -1091,15 +1123,27 @@ impl Reduce for Weighted<'_> {
     const PAD: f32 = 0.0;
 
     #[inline(always)]
-    fn block<const N: usize>(&self, out: &mut [f32], rows: &[f32], x: usize, offsets: &[usize]) {
-        let mut sums = [self.bias; N];
+    fn block<const ROWS: usize, const N: usize>(
+        &self,
+        out: &mut [f32],
+        ow: usize,
+        rows: &[f32],
+        step: usize,
+        x: usize,
+        offsets: &[usize],
+    ) {
+        let mut sums = [[self.bias; N]; ROWS];
         for (&offset, &weight) in offsets.iter().zip(self.filter) {
-            let taps = &rows[offset + x..][..N];
-            for (sum, &tap) in sums.iter_mut().zip(taps) {
-                *sum += weight * tap;
+            for (r, sums) in sums.iter_mut().enumerate() {
+                let taps = &rows[r * step + offset + x..][..N];
+                for (sum, &tap) in sums.iter_mut().zip(taps) {
+                    *sum += weight * tap;
+                }
             }
         }
-        out.copy_from_slice(&sums);
+        for (r, sums) in sums.iter().enumerate() {
+            out[r * ow + x..][..N].copy_from_slice(sums);
+        }
     }
 
     #[inline(always)]
@@ -1118,16 +1162,28 @@ impl Reduce for Largest {
     const PAD: f32 = f32::NEG_INFINITY;
 
     #[inline(always)]
-    fn block<const N: usize>(&self, out: &mut [f32], rows: &[f32], x: usize, offsets: &[usize]) {
-        let mut largest = [f32::NEG_INFINITY; N];
+    fn block<const ROWS: usize, const N: usize>(
+        &self,
+        out: &mut [f32],
+        ow: usize,
+        rows: &[f32],
+        step: usize,
+        x: usize,
+        offsets: &[usize],
+    ) {
+        let mut largest = [[f32::NEG_INFINITY; N]; ROWS];
         for &offset in offsets {
-            let taps = &rows[offset + x..][..N];
-            for (m, &tap) in largest.iter_mut().zip(taps) {
-                // A compare and select, which the compiler turns into one max instruction.
-                *m = if tap > *m { tap } else { *m };
+            for (r, largest) in largest.iter_mut().enumerate() {
+                let taps = &rows[r * step + offset + x..][..N];
+                for (m, &tap) in largest.iter_mut().zip(taps) {
+                    // A compare and select, which the compiler turns into one max instruction.
+                    *m = if tap > *m { tap } else { *m };
+                }
             }
         }
-        out.copy_from_slice(&largest);
+        for (r, largest) in largest.iter().enumerate() {
+            out[r * ow + x..][..N].copy_from_slice(largest);
+        }
     }
 }
 
