@@ -45,6 +45,19 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
 use tract_onnx::tract_core::ops::nn::resize::{resample_axis, AxisPlan, Resize};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+/// `impl Op` for one of our ops: its name (the type's, as profiles show it), and typed.
+macro_rules! named_op {
+    ($op:ident) => {
+        impl Op for $op {
+            fn name(&self) -> StaticName {
+                stringify!($op).into()
+            }
+
+            op_as_typed_op!();
+        }
+    };
+}
+
 /// Replaces every f32 TopK in `model` with [`SelectTopk`], every f32 Resize with
 /// [`RowResize`], and every move of an f32 tensor's axis with [`TiledMoveAxis`], once moves
 /// that undo the move before them are gone.
@@ -273,13 +286,7 @@ impl TypedOp for SelectTopk {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RowResize(Resize);
 
-impl Op for RowResize {
-    fn name(&self) -> StaticName {
-        "RowResize".into()
-    }
-
-    op_as_typed_op!();
-}
+named_op!(RowResize);
 
 impl EvalOp for RowResize {
     op_out_of_plan!();
@@ -462,13 +469,7 @@ pub(crate) struct TiledMoveAxis {
     to: usize,
 }
 
-impl Op for TiledMoveAxis {
-    fn name(&self) -> StaticName {
-        "TiledMoveAxis".into()
-    }
-
-    op_as_typed_op!();
-}
+named_op!(TiledMoveAxis);
 
 impl EvalOp for TiledMoveAxis {
     op_out_of_plan!();
@@ -684,12 +685,12 @@ impl Activation {
             }
             // Hard-swish: (scale · x) · min(max(x + 3, 0), 6).
             [a, b] => {
-                let (scaled, plus) = if bin_op(model, a, x, "Mul").is_some() {
-                    (a, b)
-                } else {
-                    (b, a)
-                };
-                let scale = bin_op(model, scaled, x, "Mul")?;
+                let (scaled, plus, scale) =
+                    match (bin_op(model, a, x, "Mul"), bin_op(model, b, x, "Mul")) {
+                        (Some(scale), _) => (a, b, scale),
+                        (None, Some(scale)) => (b, a, scale),
+                        (None, None) => return None,
+                    };
                 let relu6 =
                     (bin_op(model, plus, x, "Add")? == 3.0).then(|| sole_reader(model, plus))??;
                 let clipped = (bin_op(model, relu6, OutletId::new(plus, 0), "Max")? == 0.0)
@@ -773,6 +774,22 @@ fn fuse_activations(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
+/// The channels, height and width of images of `fact` laid out as `format` says, if they are
+/// f32, channel-major (NCHW, or CHW without the batch axis) and of known size.
+fn channel_major(fact: &TypedFact, format: DataFormat) -> Option<[usize; 3]> {
+    let shape = fact.shape.as_concrete()?;
+    let channel_major = matches!(format, DataFormat::NCHW | DataFormat::CHW)
+        && shape.len() == 3 + usize::from(format.has_n())
+        && fact.datum_type == f32::datum_type();
+    channel_major.then(|| {
+        [
+            shape[shape.len() - 3],
+            shape[shape.len() - 2],
+            shape[shape.len() - 1],
+        ]
+    })
+}
+
 /// What both convolution ops ask of `conv` with inputs of `facts` (image, filters, bias): f32
 /// all through, a channel-major image (NCHW or CHW) of known size, a 2-D filter in OIHW order,
 /// and a bias of one value or one per output channel. Returns the image's channels, height and
@@ -782,22 +799,16 @@ fn plain_conv(conv: &Conv, facts: &[&TypedFact]) -> Option<([usize; 3], [usize; 
     let [image, filters, bias] = facts else {
         return None;
     };
-    let shape = image.shape.as_concrete()?;
-    let (&[channels, height, width], DataFormat::NCHW | DataFormat::CHW) =
-        (&shape[shape.len().saturating_sub(3)..], spec.data_format)
-    else {
-        return None;
-    };
+    let [channels, height, width] = channel_major(image, spec.data_format)?;
     let &[kh, kw] = &spec.kernel_shape[..] else {
         return None;
     };
-    let f32_only = [image, filters, bias]
+    let f32_only = [filters, bias]
         .iter()
         .all(|f| f.datum_type == f32::datum_type());
     let outputs = spec.output_channels;
     let bias_len = bias.shape.as_concrete()?.iter().product::<usize>();
     let plain = f32_only
-        && shape.len() == 3 + usize::from(spec.data_format.has_n())
         && conv.q_params.is_none()
         && conv.kernel_fmt == KernelFormat::OIHW
         && spec.input_channels == channels
@@ -1004,21 +1015,21 @@ fn row_blocks<R: Reduce, const ROWS: usize>(
 ) {
     let mut x = 0;
     while x + 32 <= ow {
-        reducer.block::<ROWS, 32>(out, ow, rows, step, x, offsets);
+        block::<R, ROWS, 32>(reducer, out, ow, rows, step, x, offsets);
         x += 32;
     }
     while x + 8 <= ow {
-        reducer.block::<ROWS, 8>(out, ow, rows, step, x, offsets);
+        block::<R, ROWS, 8>(reducer, out, ow, rows, step, x, offsets);
         x += 8;
     }
     if x < ow && ow >= 8 {
         // The last 8, some of them again (the same values): MobileNets' rows of 75, 38, 19
         // and 10 spent a sixth of their time on outputs one at a time.
-        reducer.block::<ROWS, 8>(out, ow, rows, step, ow - 8, offsets);
+        block::<R, ROWS, 8>(reducer, out, ow, rows, step, ow - 8, offsets);
         x = ow;
     }
     while x < ow {
-        reducer.block::<ROWS, 1>(out, ow, rows, step, x, offsets);
+        block::<R, ROWS, 1>(reducer, out, ow, rows, step, x, offsets);
         x += 1;
     }
 }
@@ -1086,28 +1097,53 @@ fn deal_any(
     }
 }
 
-/// What a [`Window`] makes of the values under it.
+/// What a [`Window`] makes of the values under it: each output starts as [`Reduce::start`],
+/// and folds in the value under each tap k in turn with that tap's weight.
 trait Reduce: Sync {
     /// The padding's value.
     const PAD: f32;
 
-    /// `N` outputs from column `x` of each of `ROWS` output rows (row r's output i at
-    /// `out[r · ow + x + i]`), each from the values at `rows[r · step + offset + x + i]` for
-    /// every tap's offset. `ROWS` and `N` are constants so that the block stays in registers
-    /// and the compiler vectorises it.
-    fn block<const ROWS: usize, const N: usize>(
-        &self,
-        out: &mut [f32],
-        ow: usize,
-        rows: &[f32],
-        step: usize,
-        x: usize,
-        offsets: &[usize],
-    );
+    /// Where each output starts.
+    fn start(&self) -> f32;
+
+    /// Tap k's weight.
+    fn weight(&self, k: usize) -> f32;
+
+    /// `acc` with `value`, under a tap of `weight`, folded in.
+    fn fold(acc: f32, weight: f32, value: f32) -> f32;
 
     /// Finishes a plane of outputs, while it is in cache.
     #[inline(always)]
     fn finish(&self, _plane: &mut [f32]) {}
+}
+
+/// `N` outputs from column `x` of each of `ROWS` output rows (row r's output i at
+/// `out[r · ow + x + i]`), each from the values at `rows[r · step + offset + x + i]` for every
+/// tap's offset. `ROWS` and `N` are constants so that the block stays in registers and the
+/// compiler vectorises it.
+#[inline(always)]
+fn block<R: Reduce, const ROWS: usize, const N: usize>(
+    reducer: &R,
+    out: &mut [f32],
+    ow: usize,
+    rows: &[f32],
+    step: usize,
+    x: usize,
+    offsets: &[usize],
+) {
+    let mut acc = [[reducer.start(); N]; ROWS];
+    for (k, &offset) in offsets.iter().enumerate() {
+        let weight = reducer.weight(k);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let taps = &rows[r * step + offset + x..][..N];
+            for (a, &tap) in acc.iter_mut().zip(taps) {
+                *a = R::fold(*a, weight, tap);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        out[r * ow + x..][..N].copy_from_slice(acc);
+    }
 }
 
 /// A depthwise convolution's reduction for one channel: its bias plus each tap's weight times
@@ -1123,27 +1159,18 @@ impl Reduce for Weighted<'_> {
     const PAD: f32 = 0.0;
 
     #[inline(always)]
-    fn block<const ROWS: usize, const N: usize>(
-        &self,
-        out: &mut [f32],
-        ow: usize,
-        rows: &[f32],
-        step: usize,
-        x: usize,
-        offsets: &[usize],
-    ) {
-        let mut sums = [[self.bias; N]; ROWS];
-        for (&offset, &weight) in offsets.iter().zip(self.filter) {
-            for (r, sums) in sums.iter_mut().enumerate() {
-                let taps = &rows[r * step + offset + x..][..N];
-                for (sum, &tap) in sums.iter_mut().zip(taps) {
-                    *sum += weight * tap;
-                }
-            }
-        }
-        for (r, sums) in sums.iter().enumerate() {
-            out[r * ow + x..][..N].copy_from_slice(sums);
-        }
+    fn start(&self) -> f32 {
+        self.bias
+    }
+
+    #[inline(always)]
+    fn weight(&self, k: usize) -> f32 {
+        self.filter[k]
+    }
+
+    #[inline(always)]
+    fn fold(acc: f32, weight: f32, value: f32) -> f32 {
+        acc + weight * value
     }
 
     #[inline(always)]
@@ -1162,27 +1189,22 @@ impl Reduce for Largest {
     const PAD: f32 = f32::NEG_INFINITY;
 
     #[inline(always)]
-    fn block<const ROWS: usize, const N: usize>(
-        &self,
-        out: &mut [f32],
-        ow: usize,
-        rows: &[f32],
-        step: usize,
-        x: usize,
-        offsets: &[usize],
-    ) {
-        let mut largest = [[f32::NEG_INFINITY; N]; ROWS];
-        for &offset in offsets {
-            for (r, largest) in largest.iter_mut().enumerate() {
-                let taps = &rows[r * step + offset + x..][..N];
-                for (m, &tap) in largest.iter_mut().zip(taps) {
-                    // A compare and select, which the compiler turns into one max instruction.
-                    *m = if tap > *m { tap } else { *m };
-                }
-            }
-        }
-        for (r, largest) in largest.iter().enumerate() {
-            out[r * ow + x..][..N].copy_from_slice(largest);
+    fn start(&self) -> f32 {
+        f32::NEG_INFINITY
+    }
+
+    #[inline(always)]
+    fn weight(&self, _k: usize) -> f32 {
+        1.0
+    }
+
+    #[inline(always)]
+    fn fold(acc: f32, _weight: f32, value: f32) -> f32 {
+        // A compare and select, which the compiler turns into one max instruction.
+        if value > acc {
+            value
+        } else {
+            acc
         }
     }
 }
@@ -1212,13 +1234,7 @@ impl PlaneDepthwise {
     }
 }
 
-impl Op for PlaneDepthwise {
-    fn name(&self) -> StaticName {
-        "PlaneDepthwise".into()
-    }
-
-    op_as_typed_op!();
-}
+named_op!(PlaneDepthwise);
 
 impl EvalOp for PlaneDepthwise {
     op_out_of_plan!();
@@ -1255,29 +1271,16 @@ impl PlaneMaxPool {
     /// The op for `pool` with an input of `fact`, if it is a pool this op covers.
     fn for_pool(pool: &MaxPool, fact: &TypedFact) -> Option<Self> {
         let spec = &pool.pool_spec;
-        let shape = fact.shape.as_concrete()?;
-        let (&[_, height, width], DataFormat::NCHW | DataFormat::CHW) =
-            (&shape[shape.len().saturating_sub(3)..], spec.data_format)
-        else {
-            return None;
-        };
-        let plain = pool.with_index_outputs.is_none()
-            && fact.datum_type == f32::datum_type()
-            && shape.len() == 3 + usize::from(spec.data_format.has_n());
-        plain
+        let [_, height, width] = channel_major(fact, spec.data_format)?;
+        pool.with_index_outputs
+            .is_none()
             .then(|| Window::of(spec, [height, width]))
             .flatten()
             .map(Self)
     }
 }
 
-impl Op for PlaneMaxPool {
-    fn name(&self) -> StaticName {
-        "PlaneMaxPool".into()
-    }
-
-    op_as_typed_op!();
-}
+named_op!(PlaneMaxPool);
 
 impl EvalOp for PlaneMaxPool {
     op_out_of_plan!();
@@ -1332,13 +1335,7 @@ impl Pointwise {
     }
 }
 
-impl Op for Pointwise {
-    fn name(&self) -> StaticName {
-        "Pointwise".into()
-    }
-
-    op_as_typed_op!();
-}
+named_op!(Pointwise);
 
 impl EvalOp for Pointwise {
     op_out_of_plan!();
