@@ -970,14 +970,14 @@ impl Window {
     ) {
         let w = self.input[1];
         let sy = self.strides[0];
-        let [pt, pl] = self.pad_before;
         let Padded {
             run, ref offsets, ..
         } = *padded;
+        // The common strides as constants, so that `deal` is compiled for each.
         match self.strides[1] {
-            1 => deal::<1>(image, w, scratch, run, pt, pl),
-            2 => deal::<2>(image, w, scratch, run, pt, pl),
-            sx => deal_any(image, w, scratch, run, sx, pt, pl),
+            1 => deal(image, w, scratch, run, 1, self.pad_before),
+            2 => deal(image, w, scratch, run, 2, self.pad_before),
+            sx => deal(image, w, scratch, run, sx, self.pad_before),
         }
         let [oh, ow] = self.output;
         let step = sy * self.strides[1] * run;
@@ -1045,53 +1045,25 @@ struct Padded {
 }
 
 /// Copies the `w`-wide `image` into `scratch` below `pt` padding rows, after `pl` padding
-/// columns, each padded row dealt into `SX` runs of `run`. A constant `SX` lets the compiler
-/// vectorise the dealing.
+/// columns, each padded row dealt into `sx` runs of `run`. Called with a constant `sx`, the
+/// compiler vectorises the dealing.
 #[inline(always)]
-fn deal<const SX: usize>(
-    image: &[f32],
-    w: usize,
-    scratch: &mut [f32],
-    run: usize,
-    pt: usize,
-    pl: usize,
-) {
+fn deal(image: &[f32], w: usize, scratch: &mut [f32], run: usize, sx: usize, [pt, pl]: [usize; 2]) {
     for (src, dst) in image
         .chunks_exact(w)
-        .zip(scratch.chunks_exact_mut(SX * run).skip(pt))
+        .zip(scratch.chunks_exact_mut(sx * run).skip(pt))
     {
-        // Image column j·SX + i goes to run (pl + i) % SX, place j + (pl + i) / SX.
-        let (whole, rest) = src.split_at(w / SX * SX);
-        for i in 0..SX {
-            let start = (pl + i) % SX * run + (pl + i) / SX;
-            let dst = &mut dst[start..start + whole.len() / SX];
-            for (d, group) in dst.iter_mut().zip(whole.chunks_exact(SX)) {
+        // Image column j·sx + i goes to run (pl + i) % sx, place j + (pl + i) / sx.
+        let (whole, rest) = src.split_at(w / sx * sx);
+        for i in 0..sx {
+            let start = (pl + i) % sx * run + (pl + i) / sx;
+            let dst = &mut dst[start..start + whole.len() / sx];
+            for (d, group) in dst.iter_mut().zip(whole.chunks_exact(sx)) {
                 *d = group[i];
             }
         }
         for (i, &v) in rest.iter().enumerate() {
             let x = pl + whole.len() + i;
-            dst[x % SX * run + x / SX] = v;
-        }
-    }
-}
-
-/// [`deal`] for any stride.
-fn deal_any(
-    image: &[f32],
-    w: usize,
-    scratch: &mut [f32],
-    run: usize,
-    sx: usize,
-    pt: usize,
-    pl: usize,
-) {
-    for (src, dst) in image
-        .chunks_exact(w)
-        .zip(scratch.chunks_exact_mut(sx * run).skip(pt))
-    {
-        for (j, &v) in src.iter().enumerate() {
-            let x = pl + j;
             dst[x % sx * run + x / sx] = v;
         }
     }
