@@ -257,6 +257,7 @@ pub(crate) mod tract_backend {
 
     /// The model with its input fixed to `shape`, optimised, with our faster ops swapped in.
     fn plan(model: &[u8], shape: [usize; 4]) -> Result<TypedSimpleState, DetectError> {
+        keep_freed_memory();
         tract_onnx::onnx()
             .model_for_read(&mut &model[..])
             .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
@@ -282,9 +283,9 @@ pub(crate) mod tract_backend {
     /// tract allocates each op's output afresh on every run. glibc hands large blocks back to
     /// the kernel when they are freed (unmapping them, or trimming the heap). Depending on the
     /// order of the first run's allocations, each CenterNet run then faulted about 9,000 pages
-    /// back in: a fifth of its time, in the kernel. With
-    /// blocks under 64 MiB kept in the heap, and up to 256 MiB of freed heap kept, the next
-    /// run reuses them. This holds for the whole process, which keeps its peak heap instead.
+    /// back in: a fifth of its time, in the kernel. With blocks under 64 MiB kept in the heap,
+    /// and up to 256 MiB of freed heap kept, the next run reuses them. This holds for the whole
+    /// process, which keeps its peak heap instead.
     fn keep_freed_memory() {
         #[cfg(target_env = "gnu")]
         {
@@ -303,7 +304,6 @@ pub(crate) mod tract_backend {
             shape: [usize; 4],
             threads: usize,
         ) -> Result<Self, DetectError> {
-            keep_freed_memory();
             Ok(Self {
                 state: plan(model, shape)?,
                 executor: executor(threads),
@@ -319,7 +319,6 @@ pub(crate) mod tract_backend {
         threads: usize,
         runs: usize,
     ) -> Result<Vec<(String, f64)>, DetectError> {
-        keep_freed_memory();
         let mut state = plan(model, shape)?;
         let input = Tensor::zero::<f32>(&shape).map_err(rt)?;
         let mut ms: HashMap<String, f64> = HashMap::new();
