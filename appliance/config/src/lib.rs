@@ -98,8 +98,9 @@ pub struct DetectorConfig {
     /// box with several cameras may want cores ÷ threads.
     #[serde(default = "one")]
     pub sessions: usize,
-    /// ONNX Runtime's threads spin while they wait for work within an inference, which makes it
-    /// faster; they stop when it ends, so MQTT and the web UI have the cores between frames.
+    /// The detector's threads (ONNX Runtime's, or tract's) spin while they wait for work within
+    /// an inference, which makes it faster; they stop when it ends, so MQTT and the web UI have
+    /// the cores between frames.
     /// Off saves a little CPU at a cost in inference time (docs/BENCHMARKS.md).
     #[serde(default = "yes")]
     pub spin: bool,

@@ -35,9 +35,9 @@ pub struct Threads {
     /// Inferences that may run at once: the model is loaded this many times, and every camera
     /// shares those copies.
     pub sessions: usize,
-    /// Whether ONNX Runtime's pool threads spin while they wait for work within a run: faster
-    /// inference. They stop when the run ends, so the rest of the pipeline has the cores
-    /// between frames.
+    /// Whether the pool threads (ONNX Runtime's, or tract's) spin while they wait for work
+    /// within a run: faster inference. They stop when the run ends, so the rest of the pipeline
+    /// has the cores between frames.
     pub spin: bool,
 }
 
@@ -129,9 +129,7 @@ pub fn build(
         }
         #[cfg(feature = "tract")]
         BackendKind::Tract => Ok(Box::new(tract_backend::TractBackend::new(
-            model,
-            shape,
-            threads.count,
+            model, shape, threads,
         )?)),
         #[cfg(not(feature = "tract"))]
         BackendKind::Tract => {
@@ -236,12 +234,13 @@ mod ort_backend {
 #[cfg(feature = "tract")]
 pub(crate) mod tract_backend {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
 
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
     use tract_onnx::prelude::*;
 
-    use super::{Backend, OutputTensor};
+    use super::{Backend, OutputTensor, Threads};
     use crate::tract_ops::{swap_before_declutter, swap_slow_ops};
     use crate::DetectError;
 
@@ -251,8 +250,7 @@ pub(crate) mod tract_backend {
 
     pub(super) struct TractBackend {
         state: TypedSimpleState,
-        /// Where the model's matrix products run: this thread alone, or a pool of its own.
-        executor: Executor,
+        workers: Workers,
     }
 
     /// The model with its input fixed to `shape`, optimised, with our faster ops swapped in.
@@ -273,25 +271,77 @@ pub(crate) mod tract_backend {
             .map_err(|e| DetectError::Runtime(format!("cannot load the model: {e}")))
     }
 
-    fn executor(threads: usize) -> Executor {
-        match threads {
-            0 | 1 => Executor::SingleThread,
-            n => Executor::multithread_with_name(n, "aegis-tract"),
+    /// Where a run's ops do their work: this thread alone, or a pool of tract's.
+    struct Workers {
+        executor: Executor,
+        /// Whether the pool's other threads wait for work within a run by spinning.
+        spin: bool,
+    }
+
+    impl Workers {
+        fn new(threads: Threads) -> Self {
+            let executor = match threads.count {
+                0 | 1 => Executor::SingleThread,
+                n => Executor::multithread_with_name(n, "aegis-tract"),
+            };
+            Self {
+                executor,
+                spin: threads.spin,
+            }
+        }
+
+        /// Runs `f` with tract's executor set to these workers, on one of the pool's threads
+        /// if there is a pool. Each op that splits its work hands it to the pool. From a
+        /// thread outside the pool, that wakes a pool thread, and the caller sleeps until the
+        /// work is done: two wake-ups per op, and only the pool's threads work. From a pool
+        /// thread, the op starts at once and the other threads take their share. Two threads,
+        /// `aegis bench detector --backend tract --threads 2`: SSDLite 14.4–14.8 → 12.1–12.4 ms
+        /// p50, CenterNet 33.3–34.2 → 29.0–29.5.
+        ///
+        /// With `spin`, the pool's other threads look for work without sleeping until `f`
+        /// returns, as ONNX Runtime's do within a run, instead of waiting to be woken for
+        /// each op: SSDLite 12.1–12.3 → 11.5–11.8 ms, CenterNet 29.2–29.8 → 27.2–28.6.
+        fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+            let executor = &self.executor;
+            let Executor::MultiThread(pool) = executor else {
+                return multithread_tract_scope(executor.clone(), f);
+            };
+            pool.install(|| {
+                let done = AtomicBool::new(false);
+                let caller = rayon::current_thread_index();
+                rayon::scope(|scope| {
+                    if self.spin {
+                        for _ in 1..pool.current_num_threads() {
+                            scope.spawn(|_| help_until(&done, caller));
+                        }
+                    }
+                    // Set when `f` ends, returning or panicking, so that the helpers end too.
+                    let _done = SetOnDrop(&done);
+                    multithread_tract_scope(executor.clone(), f)
+                })
+            })
         }
     }
 
-    /// Runs `f` with `executor` as tract's executor, on one of its pool's threads if it has a
-    /// pool. Each op that splits its work hands it to the pool. From a thread outside the pool,
-    /// that wakes a pool thread, and the caller sleeps until the work is done: two wake-ups per
-    /// op, and only the pool's threads work. From a pool thread, the op starts at once and the
-    /// other threads take their share. Two threads, `aegis bench detector --backend tract
-    /// --threads 2`: SSDLite 14.4–14.8 → 12.1–12.4 ms p50, CenterNet 33.3–34.2 → 29.0–29.5.
-    fn on_threads<R: Send>(executor: &Executor, f: impl FnOnce() -> R + Send) -> R {
-        match executor {
-            Executor::MultiThread(pool) => {
-                pool.install(|| multithread_tract_scope(executor.clone(), f))
+    /// On a pool thread other than `caller`'s: does the pool's work as it comes, spinning
+    /// while there is none, until `done`.
+    fn help_until(done: &AtomicBool, caller: Option<usize>) {
+        // The caller may take this job back while it waits for its own work: it returns.
+        if rayon::current_thread_index() == caller {
+            return;
+        }
+        while !done.load(Ordering::Acquire) {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::hint::spin_loop();
             }
-            _ => multithread_tract_scope(executor.clone(), f),
+        }
+    }
+
+    struct SetOnDrop<'a>(&'a AtomicBool);
+
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
         }
     }
 
@@ -317,11 +367,11 @@ pub(crate) mod tract_backend {
         pub(super) fn new(
             model: &[u8],
             shape: [usize; 4],
-            threads: usize,
+            threads: Threads,
         ) -> Result<Self, DetectError> {
             Ok(Self {
                 state: plan(model, shape)?,
-                executor: executor(threads),
+                workers: Workers::new(threads),
             })
         }
     }
@@ -337,23 +387,24 @@ pub(crate) mod tract_backend {
         let mut state = plan(model, shape)?;
         let input = Tensor::zero::<f32>(&shape).map_err(rt)?;
         let mut ms: HashMap<String, f64> = HashMap::new();
-        on_threads(&executor(threads), || {
-            for _ in 0..runs {
-                state.run_plan_with_eval(
-                    tvec!(input.clone().into()),
-                    |ctx, op_state, node, inputs| {
-                        let started = Instant::now();
-                        let outputs =
-                            tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                        *ms.entry(node.op().name().to_string()).or_default() +=
-                            started.elapsed().as_secs_f64() * 1e3 / runs as f64;
-                        outputs
-                    },
-                )?;
-            }
-            TractResult::Ok(())
-        })
-        .map_err(rt)?;
+        Workers::new(Threads::new(threads))
+            .run(|| {
+                for _ in 0..runs {
+                    state.run_plan_with_eval(
+                        tvec!(input.clone().into()),
+                        |ctx, op_state, node, inputs| {
+                            let started = Instant::now();
+                            let outputs =
+                                tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                            *ms.entry(node.op().name().to_string()).or_default() +=
+                                started.elapsed().as_secs_f64() * 1e3 / runs as f64;
+                            outputs
+                        },
+                    )?;
+                }
+                TractResult::Ok(())
+            })
+            .map_err(rt)?;
         let mut ms: Vec<(String, f64)> = ms.into_iter().collect();
         ms.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(ms)
@@ -367,8 +418,10 @@ pub(crate) mod tract_backend {
         ) -> Result<Vec<OutputTensor>, DetectError> {
             let tensor = Tensor::from_shape(&shape, input).map_err(rt)?;
             let state = &mut self.state;
-            let outputs =
-                on_threads(&self.executor, || state.run(tvec!(tensor.into()))).map_err(rt)?;
+            let outputs = self
+                .workers
+                .run(|| state.run(tvec!(tensor.into())))
+                .map_err(rt)?;
             outputs
                 .iter()
                 .map(|t| {

@@ -13,13 +13,17 @@ fn models() -> PathBuf {
 }
 
 fn load(manifest: &Path, kind: BackendKind) -> Result<ObjectDetector, DetectError> {
-    ObjectDetector::load(
-        manifest,
-        kind,
-        Threads::new(2),
-        &default_ort_library(),
-        |m| PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5),
-    )
+    load_with(manifest, kind, Threads::new(2))
+}
+
+fn load_with(
+    manifest: &Path,
+    kind: BackendKind,
+    threads: Threads,
+) -> Result<ObjectDetector, DetectError> {
+    ObjectDetector::load(manifest, kind, threads, &default_ort_library(), |m| {
+        PostProcess::new(m, 0.3, &BTreeMap::new(), None, 0.5)
+    })
 }
 
 /// A copy of a shipped manifest and model in a temp dir, with the manifest text edited.
@@ -154,19 +158,28 @@ fn tract_and_onnx_runtime_agree() {
     for (name, size) in [("centernet_mbv3_coco80", 512), ("ssdlite_mbv2_person", 300)] {
         let manifest = models().join(format!("{name}.yaml"));
         let mut a = load(&manifest, BackendKind::Ort).unwrap();
-        let mut b = load(&manifest, BackendKind::Tract).unwrap();
         let img = demo_frame(size, size);
         let da = a.detect(&img, 768, 576).unwrap();
-        let db = b.detect(&img, 768, 576).unwrap();
         assert!(!da.is_empty(), "{name}: the frame has people in it");
-        assert_eq!(da.len(), db.len(), "{name}");
-        for (x, y) in da.iter().zip(&db) {
-            assert!(
-                x.label == y.label
-                    && (x.score - y.score).abs() < 1e-3
-                    && x.bbox.iou(&y.bbox) > 0.99,
-                "{name}: {x:?} vs {y:?}"
-            );
+        // tract on two threads that spin within a run (the default), on two that sleep, and
+        // on one.
+        let spinning = Threads::new(2);
+        let sleeping = Threads {
+            spin: false,
+            ..spinning
+        };
+        for threads in [spinning, sleeping, Threads::new(1)] {
+            let mut b = load_with(&manifest, BackendKind::Tract, threads).unwrap();
+            let db = b.detect(&img, 768, 576).unwrap();
+            assert_eq!(da.len(), db.len(), "{name} {threads:?}");
+            for (x, y) in da.iter().zip(&db) {
+                assert!(
+                    x.label == y.label
+                        && (x.score - y.score).abs() < 1e-3
+                        && x.bbox.iou(&y.bbox) > 0.99,
+                    "{name} {threads:?}: {x:?} vs {y:?}"
+                );
+            }
         }
     }
 }
