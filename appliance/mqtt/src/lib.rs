@@ -8,6 +8,10 @@
 //! - `<discovery>/sensor/<client_id>/<camera>_<label>/config`: a Home Assistant discovery
 //!   message (retained) for each of those counts, the first time it is published.
 //!
+//! Each time it connects, it reads back the counts the broker kept (a run that crashed, or
+//! counts dropped while the broker was away, leave them stale) and puts right any that differ
+//! from the count now.
+//!
 //! It runs on its own thread and reads the appliance's live feed. The broker being down never
 //! slows the appliance: messages wait in a bounded queue, and what does not fit is dropped and
 //! counted (`MqttStatus::dropped`, `aegis_mqtt_dropped_total`).
@@ -84,6 +88,8 @@ struct Publisher {
     last: HashMap<(String, u64), Value>,
     /// Objects in view per camera and label.
     in_view: HashMap<(String, String), BTreeSet<u64>>,
+    /// The last count per zone and label.
+    in_zone: HashMap<(String, String), u32>,
 }
 
 impl Publisher {
@@ -94,6 +100,7 @@ impl Publisher {
             store,
             last: HashMap::new(),
             in_view: HashMap::new(),
+            in_zone: HashMap::new(),
         }
     }
 
@@ -133,9 +140,16 @@ impl Publisher {
                         // Behind whatever queued while the broker was away, and never dropped:
                         // a task waits for room while this loop keeps the connection drained.
                         let (c, topic) = (client.clone(), available.clone());
+                        let counts = self.topic("+/+");
                         tokio::spawn(async move {
                             let _ = c.publish(topic, QoS::AtLeastOnce, true, "online").await;
+                            let _ = c.subscribe(counts, QoS::AtLeastOnce).await;
                         });
+                    }
+                    // Only what the broker kept comes flagged retained; our own counts, coming
+                    // back live, do not.
+                    Ok(Event::Incoming(Packet::Publish(kept))) if kept.retain => {
+                        self.on_kept_count(&client, &kept.topic, &kept.payload);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -156,6 +170,7 @@ impl Publisher {
                     Ok(z) => {
                         let topic = self.topic(&format!("{}/{}", z.zone, z.label));
                         self.publish(&client, &topic, true, z.count.to_string());
+                        self.in_zone.insert((z.zone, z.label), z.count);
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         self.status.dropped.fetch_add(n, Ordering::Relaxed);
@@ -223,6 +238,32 @@ impl Publisher {
             let count = set.len().to_string();
             let topic = self.topic(&format!("{}/{}", e.stream, e.label));
             self.publish(client, &topic, true, count);
+        }
+    }
+
+    /// A count the broker kept on `topic` (`<prefix>/<camera or zone>/<label>`): published
+    /// again, retained, if it is not the count now (0 for one this run has not counted).
+    fn on_kept_count(&self, client: &AsyncClient, topic: &str, payload: &[u8]) {
+        let Some(key) = topic
+            .strip_prefix(&self.config.prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(place, label)| (place.to_owned(), label.to_owned()))
+        else {
+            return;
+        };
+        let Some(kept) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|p| p.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let now = match self.in_view.get(&key) {
+            Some(objects) => objects.len(),
+            None => self.in_zone.get(&key).map_or(0, |&n| n as usize),
+        };
+        if kept != now {
+            self.publish(client, topic, true, now.to_string());
         }
     }
 

@@ -207,9 +207,83 @@ fn with_the_broker_down_events_are_dropped_and_counted_and_it_connects_when_it_c
         assert!(Instant::now() < deadline, "never connected: {status:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // A subscriber arriving now sees the retained availability.
+    // A subscriber arriving now sees the retained availability, and the count of the 100
+    // objects in view, though most of the counts on the way there were dropped.
     let (_sub, lines) = mosquitto_sub(port, "aegis/#");
     until(&lines, "aegis/available online");
+    until(&lines, "aegis/plaza/person 100");
     shutdown.trigger();
     thread.join().unwrap();
+}
+
+/// `mosquitto_pub -r`: `payload` on `topic`, retained.
+fn retain(port: u16, topic: &str, payload: &str) {
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-r"])
+        .args(["-t", topic, "-m", payload])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn counts_a_killed_run_left_on_the_broker_are_put_right_when_it_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = mosquitto(dir.path(), port);
+    // What a run killed with two people on the plaza, one of them on the porch, left behind;
+    // and a count that is right as it is.
+    retain(port, "aegis/plaza/person", "2");
+    retain(port, "aegis/porch/person", "1");
+    retain(port, "aegis/plaza/car", "0");
+    let (_sub, lines) = mosquitto_sub(port, "aegis/+/+");
+    until(&lines, "aegis/plaza/car 0");
+
+    let appliance = Appliance::new(dir.path());
+    let shutdown = Shutdown::new();
+    let (status, thread) =
+        aegis_mqtt::start(config(port, 100), appliance.feeds(), shutdown.clone()).unwrap();
+    // Nothing is in view yet.
+    let got = collect(&lines, |got| {
+        ["aegis/plaza/person 0", "aegis/porch/person 0"]
+            .iter()
+            .all(|want| got.iter().any(|l| l == want))
+    });
+    // A new person is counted from what is in view, not from what was kept.
+    appliance.events.send(live(1, EventKind::New, 7)).unwrap();
+    let got = [got, until(&lines, "aegis/plaza/person 1")].concat();
+    assert!(
+        !got.iter().any(|l| l.starts_with("aegis/plaza/car")),
+        "a right count is left alone: {got:?}"
+    );
+    // Someone subscribing now gets the counts as they are.
+    let now = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "aegis/+/+",
+        ])
+        .args(["-v", "-C", "3", "-W", "10"])
+        .output()
+        .unwrap();
+    let mut now: Vec<_> = String::from_utf8(now.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    now.sort();
+    assert_eq!(
+        now,
+        [
+            "aegis/plaza/car 0",
+            "aegis/plaza/person 1",
+            "aegis/porch/person 0"
+        ]
+    );
+    shutdown.trigger();
+    thread.join().unwrap();
+    assert_eq!(status.dropped.load(Ordering::Relaxed), 0);
 }
