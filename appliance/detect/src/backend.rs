@@ -295,7 +295,7 @@ pub(crate) mod tract_backend {
         /// thread outside the pool, that wakes a pool thread, and the caller sleeps until the
         /// work is done: two wake-ups per op, and only the pool's threads work. From a pool
         /// thread, the op starts at once and the other threads take their share. Two threads,
-        /// `aegis bench detector --backend tract --threads 2`: SSDLite 14.4–14.8 → 12.1–12.4 ms
+        /// `aegis bench detector --backend tract --threads 2`: SSDLite 14.4–14.8 → 12.1–12.5 ms
         /// p50, CenterNet 33.3–34.2 → 29.0–29.5.
         ///
         /// With `spin`, the pool's other threads look for work without sleeping until `f`
