@@ -12,7 +12,7 @@ use aegis_domain::{BBox, Event, EventKind};
 use aegis_mqtt::{Feeds, MqttConfig};
 use aegis_pipeline::{LiveEvent, ZoneCount};
 use aegis_store::{Store, StoredEvent};
-use aegis_testkit::{free_port, mosquitto, mosquitto_sub};
+use aegis_testkit::{free_port, mosquitto, mosquitto_client, mosquitto_sub};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -154,15 +154,7 @@ fn events_counts_and_availability_reach_a_subscriber() {
     assert_eq!(events[3]["type"], "end");
     assert_eq!(events[3]["before"]["seq"], 3);
 
-    let snapshot = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "aegis/plaza/person/snapshot",
-        ])
+    let snapshot = mosquitto_client("mosquitto_sub", port, "aegis/plaza/person/snapshot")
         .args(["-C", "1", "-N", "-W", "10"])
         .output()
         .unwrap();
@@ -218,9 +210,8 @@ fn with_the_broker_down_events_are_dropped_and_counted_and_it_connects_when_it_c
 
 /// `mosquitto_pub -r`: `payload` on `topic`, retained.
 fn retain(port: u16, topic: &str, payload: &str) {
-    let status = std::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-r"])
-        .args(["-t", topic, "-m", payload])
+    let status = mosquitto_client("mosquitto_pub", port, topic)
+        .args(["-r", "-m", payload])
         .status()
         .unwrap();
     assert!(status.success());
@@ -257,15 +248,7 @@ fn counts_a_killed_run_left_on_the_broker_are_put_right_when_it_connects() {
         "a right count is left alone: {got:?}"
     );
     // Someone subscribing now gets the counts as they are.
-    let now = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "aegis/+/+",
-        ])
+    let now = mosquitto_client("mosquitto_sub", port, "aegis/+/+")
         .args(["-v", "-C", "3", "-W", "10"])
         .output()
         .unwrap();

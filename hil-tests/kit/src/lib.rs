@@ -133,18 +133,17 @@ pub fn mosquitto(dir: &Path, port: u16) -> KillOnDrop {
     broker
 }
 
+/// `program` (`mosquitto_sub` or `mosquitto_pub`) for the broker on `port`, on `topic`.
+pub fn mosquitto_client(program: &str, port: u16, topic: &str) -> Command {
+    let mut command = Command::new(program);
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic]);
+    command
+}
+
 /// `mosquitto_sub -v` on `topic`: a channel of "topic payload" lines.
 pub fn mosquitto_sub(port: u16, topic: &str) -> (KillOnDrop, Receiver<String>) {
-    let mut child = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            topic,
-            "-v",
-        ])
+    let mut child = mosquitto_client("mosquitto_sub", port, topic)
+        .arg("-v")
         .stdout(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub (scripts/setup.sh installs it)");
