@@ -544,10 +544,11 @@ impl EvalOp for TiledMoveAxis {
 /// moves on two threads: SSDLite's 0.30 → 0.12 ms, CenterNet's (its moves 1.6–1.7 → 1.25 ms
 /// in all); one thread, as before.
 fn few_rows(src: &[f32], dst: &mut [f32], [p, q]: [usize; 2], inner: usize) {
-    let threads = match current_tract_executor() {
-        Executor::MultiThread(pool) => pool.current_num_threads(),
-        _ => 1,
+    let pool = match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(pool),
+        _ => None,
     };
+    let threads = pool.as_ref().map_or(1, |pool| pool.current_num_threads());
     let width = p.div_ceil(threads).max(1);
     let mut stretches: Vec<Vec<&mut [f32]>> = (0..p.div_ceil(width)).map(|_| Vec::new()).collect();
     for row in dst.chunks_exact_mut(p * inner) {
@@ -577,11 +578,9 @@ fn few_rows(src: &[f32], dst: &mut [f32], [p, q]: [usize; 2], inner: usize) {
             }
         }
     };
-    match current_tract_executor() {
-        Executor::MultiThread(pool) if threads > 1 => {
-            pool.install(|| stretches.into_par_iter().enumerate().for_each(copy))
-        }
-        _ => stretches.into_iter().enumerate().for_each(copy),
+    match pool {
+        Some(pool) => pool.install(|| stretches.into_par_iter().enumerate().for_each(copy)),
+        None => stretches.into_iter().enumerate().for_each(copy),
     }
 }
 
