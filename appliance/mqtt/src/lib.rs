@@ -8,9 +8,9 @@
 //! - `<discovery>/sensor/<client_id>/<camera>_<label>/config`: a Home Assistant discovery
 //!   message (retained) for each of those counts, the first time it is published.
 //!
-//! Each time it connects, it reads back the counts the broker kept (a run that crashed, or
-//! counts dropped while the broker was away, leave them stale) and puts right any that differ
-//! from the count now.
+//! Each time it connects, it publishes every count it knows again, and reads back the counts
+//! the broker kept (a run that crashed, or counts dropped while the broker was away, leave
+//! them stale) to put right any that differ from the count now.
 //!
 //! It runs on its own thread and reads the appliance's live feed. The broker being down never
 //! slows the appliance: messages wait in a bounded queue, and what does not fit is dropped and
@@ -145,6 +145,7 @@ impl Publisher {
                             let _ = c.publish(topic, QoS::AtLeastOnce, true, "online").await;
                             let _ = c.subscribe(counts, QoS::AtLeastOnce).await;
                         });
+                        self.republish_counts(&client);
                     }
                     // Only what the broker kept comes flagged retained; our own counts, coming
                     // back live, do not.
@@ -238,6 +239,21 @@ impl Publisher {
             let count = set.len().to_string();
             let topic = self.topic(&format!("{}/{}", e.stream, e.label));
             self.publish(client, &topic, true, count);
+        }
+    }
+
+    /// Every count this run knows, retained: a broker that restarted without keeping its
+    /// retained messages, or counts dropped while it was away, would otherwise leave them
+    /// unknown or stale until they next change.
+    fn republish_counts(&self, client: &AsyncClient) {
+        let in_view = self
+            .in_view
+            .iter()
+            .map(|(key, objects)| (key, objects.len()));
+        let in_zone = self.in_zone.iter().map(|(key, &n)| (key, n as usize));
+        for ((place, label), count) in in_view.chain(in_zone) {
+            let topic = self.topic(&format!("{place}/{label}"));
+            self.publish(client, &topic, true, count.to_string());
         }
     }
 

@@ -270,3 +270,61 @@ fn counts_a_killed_run_left_on_the_broker_are_put_right_when_it_connects() {
     thread.join().unwrap();
     assert_eq!(status.dropped.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_broker_restarted_without_its_retained_messages_gets_the_counts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = mosquitto(dir.path(), port);
+    let appliance = Appliance::new(dir.path());
+    let shutdown = Shutdown::new();
+    let (status, thread) =
+        aegis_mqtt::start(config(port, 100), appliance.feeds(), shutdown.clone()).unwrap();
+    let (sub, lines) = mosquitto_sub(port, "aegis/+/+");
+    appliance.events.send(live(1, EventKind::New, 1)).unwrap();
+    appliance.events.send(live(2, EventKind::New, 2)).unwrap();
+    let porch = ZoneCount {
+        camera: "plaza".into(),
+        zone: "porch".into(),
+        label: "person".into(),
+        count: 1,
+    };
+    appliance.occupancy.send(porch).unwrap();
+    collect(&lines, |got| {
+        got.iter().any(|l| l == "aegis/plaza/person 2")
+            && got.iter().any(|l| l == "aegis/porch/person 1")
+    });
+
+    drop((sub, broker));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status.connected.load(Ordering::Relaxed) {
+        assert!(
+            Instant::now() < deadline,
+            "the broker's loss went unnoticed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _broker = mosquitto(dir.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !status.connected.load(Ordering::Relaxed) {
+        assert!(
+            Instant::now() < deadline,
+            "never connected again: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Someone subscribing now gets the counts as they are, though nothing changed.
+    let now = mosquitto_client("mosquitto_sub", port, "aegis/+/+")
+        .args(["-v", "-C", "2", "-W", "10"])
+        .output()
+        .unwrap();
+    let mut now: Vec<_> = String::from_utf8(now.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    now.sort();
+    assert_eq!(now, ["aegis/plaza/person 2", "aegis/porch/person 1"]);
+    shutdown.trigger();
+    thread.join().unwrap();
+}
