@@ -208,6 +208,22 @@ fn with_the_broker_down_events_are_dropped_and_counted_and_it_connects_when_it_c
     thread.join().unwrap();
 }
 
+/// The first `n` counts (`aegis/<camera or zone>/<label>`) a new subscriber gets, as "topic
+/// count" lines in order.
+fn counts_kept(port: u16, n: usize) -> Vec<String> {
+    let out = mosquitto_client("mosquitto_sub", port, "aegis/+/+")
+        .args(["-v", "-C", &n.to_string(), "-W", "10"])
+        .output()
+        .unwrap();
+    let mut lines: Vec<_> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// `mosquitto_pub -r`: `payload` on `topic`, retained.
 fn retain(port: u16, topic: &str, payload: &str) {
     let status = mosquitto_client("mosquitto_pub", port, topic)
@@ -248,16 +264,7 @@ fn counts_a_killed_run_left_on_the_broker_are_put_right_when_it_connects() {
         "a right count is left alone: {got:?}"
     );
     // Someone subscribing now gets the counts as they are.
-    let now = mosquitto_client("mosquitto_sub", port, "aegis/+/+")
-        .args(["-v", "-C", "3", "-W", "10"])
-        .output()
-        .unwrap();
-    let mut now: Vec<_> = String::from_utf8(now.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    now.sort();
+    let now = counts_kept(port, 3);
     assert_eq!(
         now,
         [
@@ -314,16 +321,7 @@ fn a_broker_restarted_without_its_retained_messages_gets_the_counts_again() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Someone subscribing now gets the counts as they are, though nothing changed.
-    let now = mosquitto_client("mosquitto_sub", port, "aegis/+/+")
-        .args(["-v", "-C", "2", "-W", "10"])
-        .output()
-        .unwrap();
-    let mut now: Vec<_> = String::from_utf8(now.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    now.sort();
+    let now = counts_kept(port, 2);
     assert_eq!(now, ["aegis/plaza/person 2", "aegis/porch/person 1"]);
     shutdown.trigger();
     thread.join().unwrap();
