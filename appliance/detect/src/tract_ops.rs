@@ -34,6 +34,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -463,7 +464,8 @@ impl TypedOp for RowResize {
 
 /// tract's move of one axis of an f32 tensor to another place: a transpose of the `p × q`
 /// blocks the axis moves across, in tiles, an f32 at a time. tract's moves bytes, a value's
-/// worth at a time: CenterNet's four moves of its input and heat map took 4.4 ms, ours 3.3.
+/// worth at a time: CenterNet's four moves of its input and heat map took 4.4 ms on one thread;
+/// its three left (one is dropped, see [`swap_slow_ops`]) take 2.3.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct TiledMoveAxis {
     from: usize,
@@ -523,8 +525,8 @@ impl EvalOp for TiledMoveAxis {
         let block = p * q * inner;
         if block > 0 {
             for (src, dst) in src.chunks_exact(block).zip(dst.chunks_exact_mut(block)) {
-                if q < TILE {
-                    few_rows(src, dst, [p, q], inner);
+                if q < TILE && inner == 1 {
+                    few_rows(src, dst, [p, q]);
                     continue;
                 }
                 // Rows of the output split across tract's executor (all inline on one thread).
@@ -538,42 +540,38 @@ impl EvalOp for TiledMoveAxis {
     }
 }
 
-/// [`transpose`] into fewer than [`TILE`] rows of `dst`, long ones (an image's channels moved
-/// first): each of tract's threads takes a stretch of every row. Split by rows, each thread
+/// The pool of more than one thread that tract was given for this run, if it was.
+fn tract_pool() -> Option<Arc<rayon::ThreadPool>> {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(pool),
+        _ => None,
+    }
+}
+
+/// [`transpose`] of single values into fewer than [`TILE`] rows of `dst`, long ones (an image's
+/// channels moved first): each of tract's threads takes a stretch of every row. Split by rows, each thread
 /// read all of `src` for its one row or two, and two threads took longer than one. The input
 /// moves on two threads: SSDLite's 0.30 → 0.12 ms, CenterNet's (its moves 1.6–1.7 → 1.25 ms
 /// in all); one thread, as before.
-fn few_rows(src: &[f32], dst: &mut [f32], [p, q]: [usize; 2], inner: usize) {
-    let pool = match current_tract_executor() {
-        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(pool),
-        _ => None,
-    };
+fn few_rows(src: &[f32], dst: &mut [f32], [p, q]: [usize; 2]) {
+    let pool = tract_pool();
     let threads = pool.as_ref().map_or(1, |pool| pool.current_num_threads());
     let width = p.div_ceil(threads).max(1);
     let mut stretches: Vec<Vec<&mut [f32]>> = (0..p.div_ceil(width)).map(|_| Vec::new()).collect();
-    for row in dst.chunks_exact_mut(p * inner) {
-        for (stretch, piece) in stretches.iter_mut().zip(row.chunks_mut(width * inner)) {
+    for row in dst.chunks_exact_mut(p) {
+        for (stretch, piece) in stretches.iter_mut().zip(row.chunks_mut(width)) {
             stretch.push(piece);
         }
     }
     let copy = |(k, mut rows): (usize, Vec<&mut [f32]>)| {
-        let src = &src[k * width * q * inner..];
+        let src = &src[k * width * q..];
         // In blocks of 256 source rows, which stay in cache while each output row reads them.
-        for start in (0..rows[0].len() / inner).step_by(256) {
-            let end = (start + 256).min(rows[0].len() / inner);
+        for start in (0..rows[0].len()).step_by(256) {
+            let end = (start + 256).min(rows[0].len());
             for (j, row) in rows.iter_mut().enumerate() {
-                // Single values one by one: a copy of a run of unknown length per value is a
-                // call each.
-                if inner == 1 {
-                    let column = src[start * q + j..].iter().step_by(q);
-                    for (d, &s) in row[start..end].iter_mut().zip(column) {
-                        *d = s;
-                    }
-                } else {
-                    for i in start..end {
-                        let from = (i * q + j) * inner;
-                        row[i * inner..][..inner].copy_from_slice(&src[from..][..inner]);
-                    }
+                let column = src[start * q + j..].iter().step_by(q);
+                for (d, &s) in row[start..end].iter_mut().zip(column) {
+                    *d = s;
                 }
             }
         }
@@ -1423,12 +1421,9 @@ impl EvalOp for Pointwise {
             }
         };
         // On the threads tract was given for this run.
-        match current_tract_executor() {
-            Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
-                pool.install(|| products(Parallelism::Rayon(0)))
-            }
-            Executor::RayonGlobal => products(Parallelism::Rayon(0)),
-            _ => products(Parallelism::None),
+        match tract_pool() {
+            Some(pool) => pool.install(|| products(Parallelism::Rayon(0))),
+            None => products(Parallelism::None),
         }
         // Then each row's bias and the activation, in one pass, on tract's threads.
         par_chunks_mut(out, n, out.len(), |first, rows| {
