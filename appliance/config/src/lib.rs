@@ -100,8 +100,8 @@ pub struct DetectorConfig {
     pub sessions: usize,
     /// The detector's threads (ONNX Runtime's, or tract's) spin while they wait for work within
     /// an inference, which makes it faster; they stop when it ends, so MQTT and the web UI have
-    /// the cores between frames.
-    /// Off saves a little CPU at a cost in inference time (docs/BENCHMARKS.md).
+    /// the cores between frames. Off saves a little CPU at a cost in inference time
+    /// (docs/BENCHMARKS.md).
     #[serde(default = "yes")]
     pub spin: bool,
     /// Detections below this score are discarded (per-class `scores` override it).
