@@ -29,9 +29,9 @@
 //! Between our convolutions, images go pixel by pixel (NHWC) where that is faster (see
 //! [`pixels_between_convolutions`]): a depthwise convolution of short rows and many channels
 //! then sums whole vectors of channels, where over planes it sums rows of 19 or 10 in vectors
-//! of 8. SSDLite's depthwise layers of 19 × 19 and less take half the time or less, and its 1 ×
-//! 1 products write and read pixels in one product as they do planes. One thread: 9.5–10.3 →
-//! 8.9–9.4 ms.
+//! of 8. SSDLite's depthwise layers of 19 × 19 and less take 35–55% less time, and its 1 × 1
+//! products write and read pixels in one product as they do planes. One thread: 9.5–10.3 →
+//! 8.7–9.4 ms.
 //!
 //! TopK, Resize, the max pool and the axis moves give exactly tract's answer. TopK, Resize and
 //! the axis moves are swapped into the optimised plan. The convolutions add in their own order
@@ -1508,7 +1508,8 @@ const FEW_DEPTHWISE: usize = 4;
 /// form sets, and a set changes as one: where its depthwise convolutions run faster on pixels
 /// (see [`PlaneDepthwise::faster_on_pixels`]), and where the 1 × 1 convolutions that write it
 /// read pixels. Those write and read pixels in one product as they do planes, and over pixels
-/// the depthwise sums run across channels, full vectors whatever a row's length.
+/// the depthwise sums run across channels, full vectors whatever a row's length. Nothing
+/// changes unless [`FEW_DEPTHWISE`] depthwise convolutions or more would.
 fn pixels_between_convolutions(model: &mut TypedModel) -> TractResult<()> {
     let n = model.nodes().len();
     // Union-find over nodes' first outputs: `set[i]` leads towards i's set's root.
