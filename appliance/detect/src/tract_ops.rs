@@ -601,10 +601,10 @@ fn tract_pool() -> Option<Arc<rayon::ThreadPool>> {
 }
 
 /// [`transpose`] of single values into fewer than [`TILE`] rows of `dst`, long ones (an image's
-/// channels moved first): each of tract's threads takes a stretch of every row. Split by rows, each thread
-/// read all of `src` for its one row or two, and two threads took longer than one. The input
-/// moves on two threads: SSDLite's 0.30 → 0.12 ms, CenterNet's (its moves 1.6–1.7 → 1.25 ms
-/// in all); one thread, as before.
+/// channels moved first): each of tract's threads takes a stretch of every row. Split by rows,
+/// each thread read all of `src` for its one row or two, and two threads took longer than one.
+/// The input moves on two threads: SSDLite's 0.30 → 0.12 ms, CenterNet's (its moves 1.6–1.7 →
+/// 1.25 ms in all); one thread, as before.
 fn few_rows(src: &[f32], dst: &mut [f32], [p, q]: [usize; 2]) {
     let pool = tract_pool();
     let threads = pool.as_ref().map_or(1, |pool| pool.current_num_threads());
@@ -1640,12 +1640,7 @@ fn pixels_between_convolutions(model: &mut TypedModel) -> TractResult<()> {
         let name = model.node(id).name.clone();
         if let Some(op) = model.node(id).op_as::<Pointwise>().cloned() {
             // The product writes pixels with the filters channel-in major, [C, M].
-            let filters = model.outlet_fact(model.node(id).inputs[1])?.konst.clone();
-            let filters = filters.context("1 × 1 filters")?.into_tensor();
-            let [m, c] = [filters.shape()[0], filters.shape()[1]];
-            let filters = filters.into_shape(&[m, c])?.permute_axes(&[1, 0])?;
-            let filters = model.add_const(format!("{name}.channels-in-major"), filters)?;
-            model.add_edge(filters, InletId::new(id, 1))?;
+            transpose_filters(model, id, format!("{name}.channels-in-major"))?;
             let op = Pointwise {
                 output: Layout::Pixels,
                 ..op
@@ -1653,12 +1648,7 @@ fn pixels_between_convolutions(model: &mut TypedModel) -> TractResult<()> {
             model.node_mut(id).op = Box::new(op);
         } else if let Some(op) = model.node(id).op_as::<PlaneDepthwise>().cloned() {
             // [C, 1, kh, kw] → [kh · kw, C].
-            let filters = model.outlet_fact(model.node(id).inputs[1])?.konst.clone();
-            let filters = filters.context("depthwise filters")?.into_tensor();
-            let [c, kh, kw] = [filters.shape()[0], filters.shape()[2], filters.shape()[3]];
-            let taps = filters.into_shape(&[c, kh * kw])?.permute_axes(&[1, 0])?;
-            let taps = model.add_const(format!("{name}.taps"), taps)?;
-            model.add_edge(taps, InletId::new(id, 1))?;
+            transpose_filters(model, id, format!("{name}.taps"))?;
             let op = PixelDepthwise {
                 window: op.window,
                 activation: op.activation,
@@ -1685,6 +1675,17 @@ fn pixels_between_convolutions(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
+/// Gives node `id` its filters (its input 1, a constant) transposed, as a new constant `name`:
+/// `[M, …]`, a row of `C · kh · kw` weights per output channel, becomes `[C · kh · kw, M]`.
+fn transpose_filters(model: &mut TypedModel, id: usize, name: String) -> TractResult<()> {
+    let filters = model.outlet_fact(model.node(id).inputs[1])?.konst.clone();
+    let filters = filters.context("filters not known at load")?.into_tensor();
+    let shape = [filters.shape()[0], filters.len() / filters.shape()[0]];
+    let filters = filters.into_shape(&shape)?.permute_axes(&[1, 0])?;
+    let filters = model.add_const(name, filters)?;
+    model.add_edge(filters, InletId::new(id, 1))
+}
+
 /// The most input channels [`Patches`] takes: an image's colours.
 const FEW_INPUTS: usize = 4;
 
@@ -1705,15 +1706,15 @@ impl Patches {
     /// product, and the filters for it.
     fn for_conv(conv: &Conv, facts: &[&TypedFact]) -> Option<(Self, Pointwise, Tensor)> {
         let ([channels, height, width], [kh, kw]) = plain_conv(conv, facts)?;
-        let filters = facts[1].konst.clone()?;
-        let window = Window::of(&conv.pool_spec, [height, width])?;
         let fits = conv.group == 1 && channels <= FEW_INPUTS && [kh, kw] != [1, 1];
+        if !fits {
+            return None;
+        }
+        let window = Window::of(&conv.pool_spec, [height, width])?;
         let outputs = conv.pool_spec.output_channels;
         let depth = channels * kh * kw;
-        let filters = filters
-            .into_tensor()
-            .into_shape(&[outputs, depth, 1, 1])
-            .ok()?;
+        let filters = facts[1].konst.clone()?.into_tensor();
+        let filters = filters.into_shape(&[outputs, depth, 1, 1]).ok()?;
         let product = Pointwise {
             input_channels: depth,
             output_channels: outputs,
@@ -1722,11 +1723,9 @@ impl Patches {
             input: Layout::Planes,
             output: Layout::Planes,
         };
-        fits.then_some((Self { channels, window }, product, filters))
+        Some((Self { channels, window }, product, filters))
     }
-}
 
-impl Patches {
     /// Replaces node `id`, the convolution `ops` came from, with the patches and their product.
     fn swap_in(
         model: &mut TypedModel,
