@@ -58,6 +58,9 @@ pub struct DetectorArgs {
     /// tract only: also where a run's time goes, by kind of operation (`runs` more runs).
     #[arg(long)]
     profile: bool,
+    /// With --profile: by node (its kind, name and input shapes) instead of by kind.
+    #[arg(long, requires = "profile")]
+    per_node: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -181,7 +184,7 @@ fn tract_profile(args: &DetectorArgs) -> anyhow::Result<Value> {
         matches!(args.backend, BackendArg::Tract),
         "--profile is for --backend tract"
     );
-    let ops = aegis_detect::tract_profile(&args.model, args.threads, args.runs)?;
+    let ops = aegis_detect::tract_profile(&args.model, args.threads, args.runs, args.per_node)?;
     Ok(ops
         .into_iter()
         .map(|(op, ms)| json!({"op": op, "ms": (ms * 100.0).round() / 100.0}))

@@ -382,12 +382,14 @@ pub(crate) mod tract_backend {
     }
 
     /// Runs the model `runs` times on a blank input of `shape`; returns the mean time per run
-    /// of each kind of operation, slowest first.
+    /// of each kind of operation, or with `per_node` of each node (its kind, name and input
+    /// shapes), slowest first.
     pub(crate) fn profile(
         model: &[u8],
         shape: [usize; 4],
         threads: usize,
         runs: usize,
+        per_node: bool,
     ) -> Result<Vec<(String, f64)>, DetectError> {
         let mut state = plan(model, shape)?;
         let input = Tensor::zero::<f32>(&shape).map_err(rt)?;
@@ -398,10 +400,15 @@ pub(crate) mod tract_backend {
                     state.run_plan_with_eval(
                         tvec!(input.clone().into()),
                         |ctx, op_state, node, inputs| {
+                            let mut key = node.op().name().to_string();
+                            if per_node {
+                                let shapes: Vec<_> = inputs.iter().map(|i| i.shape()).collect();
+                                key = format!("{key} {} {shapes:?}", node.name);
+                            }
                             let started = Instant::now();
                             let outputs =
                                 tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                            *ms.entry(node.op().name().to_string()).or_default() +=
+                            *ms.entry(key).or_default() +=
                                 started.elapsed().as_secs_f64() * 1e3 / runs as f64;
                             outputs
                         },

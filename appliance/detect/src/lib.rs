@@ -20,16 +20,18 @@ pub use manifest::{DecoderSpec, InputLayout, InputSpec, Manifest};
 pub use nms::nms;
 
 /// Where a tract run of the model in `manifest` spends its time, as the mean milliseconds per
-/// run of each kind of operation, slowest first (`runs` runs on a blank input, on `threads`
-/// threads).
+/// run of each kind of operation, or with `per_node` of each node (its kind, name and input
+/// shapes), slowest first (`runs` runs on a blank input, on `threads` threads).
 #[cfg(feature = "tract")]
 pub fn tract_profile(
     manifest: &std::path::Path,
     threads: usize,
     runs: usize,
+    per_node: bool,
 ) -> Result<Vec<(String, f64)>, DetectError> {
     let (manifest, model) = Manifest::load(manifest)?;
-    backend::tract_backend::profile(&model, manifest.input_shape(), threads, runs.max(1))
+    let shape = manifest.input_shape();
+    backend::tract_backend::profile(&model, shape, threads, runs.max(1), per_node)
 }
 
 /// Where the setup script puts the ONNX Runtime library, unless `AEGIS_ORT_LIB` says otherwise.

@@ -187,8 +187,8 @@ fn tract_and_onnx_runtime_agree() {
 #[cfg(feature = "tract")]
 #[test]
 fn the_tract_profile_says_where_a_run_goes() {
-    let ops =
-        aegis_detect::tract_profile(&models().join("ssdlite_mbv2_person.yaml"), 1, 2).unwrap();
+    let ssd = models().join("ssdlite_mbv2_person.yaml");
+    let ops = aegis_detect::tract_profile(&ssd, 1, 2, false).unwrap();
     let names: Vec<&str> = ops.iter().map(|(op, _)| op.as_str()).collect();
     // MobileNetV2 is depthwise and pointwise convolutions: those lead, on our ops.
     for ours in ["PlaneDepthwise", "Pointwise"] {
@@ -200,10 +200,28 @@ fn the_tract_profile_says_where_a_run_goes() {
     );
     assert!(ops.iter().map(|(_, ms)| ms).sum::<f64>() > 1.0, "{ops:?}");
 
+    // By node: each its kind, name and input shapes. SSDLite's 19 × 19 depthwise layers run on
+    // images laid out pixel by pixel, their 576 channels last.
+    let nodes = aegis_detect::tract_profile(&ssd, 1, 1, true).unwrap();
+    assert!(nodes.len() > ops.len(), "{nodes:?}");
+    let kinds: Vec<&str> = ops.iter().map(|(op, _)| op.as_str()).collect();
+    for (node, _) in &nodes {
+        let kind = node.split(' ').next().unwrap();
+        assert!(kinds.contains(&kind), "{node} not among {kinds:?}");
+    }
+    assert!(
+        nodes
+            .iter()
+            .any(|(node, _)| node.starts_with("PixelDepthwise ")
+                && node.contains("[[1, 19, 19, 576], ")),
+        "{nodes:?}"
+    );
+
     // CenterNet runs on our TopK, Resize, convolutions, max pool and axis moves, not tract's
     // slower ones.
     let ops =
-        aegis_detect::tract_profile(&models().join("centernet_mbv3_coco80.yaml"), 1, 1).unwrap();
+        aegis_detect::tract_profile(&models().join("centernet_mbv3_coco80.yaml"), 1, 1, false)
+            .unwrap();
     let names: Vec<&str> = ops.iter().map(|(op, _)| op.as_str()).collect();
     let pairs = [
         ("SelectTopk", "Topk"),
